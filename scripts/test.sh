@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `npm test`: install what the tests need, then type-check, build and run every test.
+# Needs: npm packages (Bun comes from npm), and Debian's swaks, postfix (for smtp-source)
+# and openssl; missing Debian packages are installed with apt-get (as root, or with sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x node_modules/.bin/bun ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+
+need=()
+command -v swaks >/dev/null || need+=(swaks)
+command -v smtp-source >/dev/null || need+=(postfix)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  # "No configuration": the package brings smtp-source and starts no mail system.
+  echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+export PATH="$PWD/node_modules/.bin:$PATH"
+echo "== type check"; tsc --noEmit -p .
+echo "== build";      npm run --silent build
+echo "== tests"
+report=$(mktemp)
+status=0
+bun test --reporter=junit --reporter-outfile="$report" "$@" || status=$?
+# A closing line CI can read whatever the runner: "N passed, N failed".
+node -e '
+  const x = require("fs").readFileSync(process.argv[1], "utf8");
+  const m = /<testsuites[^>]*tests="(\d+)"[^>]*failures="(\d+)"(?:[^>]*skipped="(\d+)")?/.exec(x);
+  if (m) console.log(`tests: ${m[1] - m[2] - (m[3] || 0)} passed, ${m[2]} failed` + (m[3] ? `, ${m[3]} skipped` : ""));
+' "$report" || true
+rm -f "$report"
+exit $status

@@ -1,0 +1,46 @@
+// What the pipeline checks see. Connection-lifetime facts (ClientInfo) and transaction-
+// lifetime facts (the envelope) are kept apart, so nothing leaks from one message to the next.
+
+import type { Verdict } from "../verdict.ts";
+import type { Mailbox } from "../smtp/address.ts";
+
+export interface ClientInfo {
+  readonly ip: string;
+  readonly port: number;
+  readonly hostname: string;
+  readonly helo: string;
+  readonly secure: boolean;
+  /** The client is inside relay_networks and may relay to any domain. */
+  readonly trusted: boolean;
+}
+
+export interface RcptContext {
+  readonly client: ClientInfo;
+  readonly sender: string;
+  readonly recipient: Mailbox;
+}
+
+export interface DataContext {
+  readonly client: ClientInfo;
+  readonly sender: string;
+  readonly recipients: readonly Mailbox[];
+  readonly size: number;
+  readonly sizeExceeded: boolean;
+  readonly bareNewline: boolean;
+}
+
+export type Check<C> = (ctx: C) => Verdict | Promise<Verdict>;
+
+export interface Pipeline {
+  readonly rcpt: readonly Check<RcptContext>[];
+  readonly data: readonly Check<DataContext>[];
+}
+
+/** Runs a stage's checks in order; the first verdict that is not accept ends the stage. */
+export async function runStage<C>(checks: readonly Check<C>[], ctx: C): Promise<Verdict> {
+  for (const check of checks) {
+    const v = await check(ctx);
+    if (v.kind !== "accept") return v;
+  }
+  return { kind: "accept" };
+}

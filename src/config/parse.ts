@@ -1,0 +1,153 @@
+// Turns the parsed YAML document into a Config, naming every bad key with what was expected.
+
+import { hostname as osHostname } from "node:os";
+import { resolve } from "node:path";
+import { domainToASCII } from "node:url";
+import { parseCidr, type Cidr } from "../net/cidr.ts";
+import type { LogLevel } from "../log.ts";
+import { parseDuration } from "../units.ts";
+import { ConfigErrors, join, Reader, type Obj } from "./reader.ts";
+import type { Config, ListenAddress, Route, TlsFiles } from "./types.ts";
+
+const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h"];
+const DEFAULT_PORTS = { smtp: 25, lmtp: 24 } as const;
+
+export function parseConfig(doc: unknown, env: { cwd: string } = { cwd: process.cwd() }): Config {
+  const r = new Reader();
+  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery"]);
+
+  const hostname = r.string(top, "hostname", "", osHostname());
+  if (!isHostname(hostname)) r.fail("hostname", "a fully qualified host name such as mx.example.org", hostname);
+
+  const smtpObj = r.section(top.smtp, "smtp", [
+    "listen", "max_connections", "max_connections_per_ip", "idle_timeout", "command_timeout", "max_message_size",
+    "max_recipients", "max_line_length", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls",
+  ]);
+  const relayObj = r.section(top.relay, "relay", ["domains", "relay_networks", "smarthost"]);
+  const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size"]);
+  const deliveryObj = r.section(top.delivery, "delivery", ["concurrency_per_route", "connect_timeout", "timeout", "idle_connection_ttl"]);
+
+  const config: Config = {
+    hostname: hostname.toLowerCase(),
+    stateDir: resolve(env.cwd, r.string(top, "state_dir", "", "/var/lib/mailraven")),
+    logLevel: r.oneOf<LogLevel>(top, "log_level", "", ["debug", "info", "warn", "error"], "info"),
+    smtp: {
+      listen: listenAddresses(r, smtpObj),
+      maxConnections: r.int(smtpObj, "max_connections", "smtp", 100, 1, 100_000),
+      maxConnectionsPerIp: r.int(smtpObj, "max_connections_per_ip", "smtp", 10, 1, 100_000),
+      idleTimeoutMs: r.duration(smtpObj, "idle_timeout", "smtp", 300_000, 1000),
+      commandTimeoutMs: r.duration(smtpObj, "command_timeout", "smtp", 30_000, 1000),
+      maxMessageSize: r.size(smtpObj, "max_message_size", "smtp", 25 * 1024 * 1024, 1024),
+      maxRecipients: r.int(smtpObj, "max_recipients", "smtp", 100, 1, 100_000),
+      // RFC 5321 4.5.3.1.4 allows 512 octets per command; extensions (SIZE, SMTPUTF8, DSN) need more room.
+      maxLineLength: r.int(smtpObj, "max_line_length", "smtp", 2048, 512, 1_048_576),
+      greetingDelayMs: r.duration(smtpObj, "greeting_delay", "smtp", 1000),
+      greetingAllowlist: cidrs(r, smtpObj, "greeting_allowlist", "smtp", []),
+      shutdownTimeoutMs: r.duration(smtpObj, "shutdown_timeout", "smtp", 30_000),
+      tls: tlsFiles(r, smtpObj.tls, "smtp.tls", env.cwd),
+    },
+    relay: {
+      domains: domains(r, relayObj),
+      relayNetworks: cidrs(r, relayObj, "relay_networks", "relay", ["127.0.0.0/8", "::1/128"]),
+      smarthost: relayObj.smarthost === undefined || relayObj.smarthost === null ? null : route(r, relayObj.smarthost, "relay.smarthost"),
+    },
+    queue: {
+      retryScheduleMs: retrySchedule(r, queueObj),
+      inlineMaxSize: r.size(queueObj, "inline_max_size", "queue", 128 * 1024, 0),
+    },
+    delivery: {
+      concurrencyPerRoute: r.int(deliveryObj, "concurrency_per_route", "delivery", 10, 1, 1000),
+      connectTimeoutMs: r.duration(deliveryObj, "connect_timeout", "delivery", 30_000, 100),
+      timeoutMs: r.duration(deliveryObj, "timeout", "delivery", 300_000, 1000),
+      idleConnectionTtlMs: r.duration(deliveryObj, "idle_connection_ttl", "delivery", 5_000),
+    },
+  };
+  if (r.problems.length) throw new ConfigErrors(r.problems);
+  return deepFreeze(config);
+}
+
+function listenAddresses(r: Reader, smtp: Obj): ListenAddress[] {
+  const list = r.list(smtp, "listen", "smtp") ?? ["0.0.0.0:25"];
+  if (list.length === 0) r.fail("smtp.listen", "at least one address such as \"0.0.0.0:25\"", list);
+  return list.flatMap((item, i) => {
+    const parsed = typeof item === "string" ? parseHostPort(item) : undefined;
+    if (!parsed || parsed.port === undefined) return r.fail(join("smtp.listen", i), 'an address such as "0.0.0.0:25" or "[::]:25"', item) ?? [];
+    return [{ host: parsed.host, port: parsed.port }];
+  });
+}
+
+function tlsFiles(r: Reader, value: unknown, path: string, cwd: string): TlsFiles | null {
+  if (value === undefined || value === null) return null;
+  const obj = r.section(value, path, ["cert_file", "key_file"]);
+  const certFile = r.string(obj, "cert_file", path, "");
+  const keyFile = r.string(obj, "key_file", path, "");
+  if (!certFile) r.fail(join(path, "cert_file"), "the path of a PEM certificate chain", obj.cert_file);
+  if (!keyFile) r.fail(join(path, "key_file"), "the path of a PEM private key", obj.key_file);
+  return { certFile: resolve(cwd, certFile), keyFile: resolve(cwd, keyFile) };
+}
+
+function domains(r: Reader, relay: Obj): Map<string, Route> {
+  const out = new Map<string, Route>();
+  const value = relay.domains;
+  if (value === undefined || value === null) return out;
+  if (typeof value !== "object" || Array.isArray(value)) {
+    r.fail("relay.domains", 'a mapping of domain to route, e.g. "example.org: smtp://10.0.0.5:25"', value);
+    return out;
+  }
+  for (const [name, target] of Object.entries(value)) {
+    const path = join("relay.domains", name);
+    const ascii = domainToASCII(name.toLowerCase().replace(/\.$/, ""));
+    if (!ascii || !isHostname(ascii)) {
+      r.problems.push(`${path}: "${name}" is not a valid domain name`);
+      continue;
+    }
+    const rt = route(r, target, path);
+    if (rt) out.set(ascii, rt);
+  }
+  return out;
+}
+
+function route(r: Reader, value: unknown, path: string): Route | null {
+  const m = typeof value === "string" ? /^(smtp|lmtp):\/\/([^/]+?)\/?$/i.exec(value.trim()) : null;
+  const protocol = m?.[1]!.toLowerCase() as "smtp" | "lmtp" | undefined;
+  const hp = m ? parseHostPort(m[2]!) : undefined;
+  if (!protocol || !hp) return r.fail(path, 'a route such as "smtp://10.0.0.5:25" or "lmtp://[2001:db8::5]:24"', value) ?? null;
+  return { protocol, host: hp.host, port: hp.port ?? DEFAULT_PORTS[protocol], uri: `${protocol}://${m![2]}` };
+}
+
+function cidrs(r: Reader, obj: Obj, key: string, path: string, fallback: string[]): Cidr[] {
+  const list = r.list(obj, key, path) ?? fallback;
+  return list.flatMap((item, i) => {
+    const c = typeof item === "string" ? parseCidr(item.trim()) : undefined;
+    return c ? [c] : (r.fail(join(join(path, key), i), 'an IPv4 or IPv6 network such as "192.0.2.0/24" or "2001:db8::/32"', item) ?? []);
+  });
+}
+
+function retrySchedule(r: Reader, queue: Obj): number[] {
+  const list = r.list(queue, "retry_schedule", "queue") ?? DEFAULT_RETRY_SCHEDULE;
+  if (list.length === 0) r.fail("queue.retry_schedule", "at least one delay", list);
+  return list.map((item, i) => {
+    const ms = typeof item === "string" || typeof item === "number" ? parseDuration(item) : undefined;
+    return ms !== undefined && ms >= 1000 ? ms : (r.fail(join("queue.retry_schedule", i), 'a delay of at least "1s" such as "5m"', item) ?? 0);
+  });
+}
+
+function parseHostPort(text: string): { host: string; port: number | undefined } | undefined {
+  const m = /^(?:\[([0-9a-f:.]+)\]|([a-z0-9.-]+))(?::(\d{1,5}))?$/i.exec(text.trim());
+  if (!m) return undefined;
+  const port = m[3] === undefined ? undefined : Number(m[3]);
+  if (port !== undefined && (port < 1 || port > 65535)) return undefined;
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+export function isHostname(name: string): boolean {
+  return name.length <= 253 && /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i.test(name);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of value instanceof Map ? value.values() : Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,257 @@
+// The delivery worker: picks due recipients from the queue, groups them by message and next
+// hop, sends each group over that hop's pool, and records per-recipient outcomes: delivered,
+// deferred on the retry schedule, or failed with a bounce to the sender. A message leaves the
+// queue only after every recipient got a final answer (at-least-once delivery).
+
+import { createReadStream } from "node:fs";
+import { open } from "node:fs/promises";
+import { routeFor } from "../checks/relay-policy.ts";
+import type { Config, Route } from "../config/types.ts";
+import type { Logger } from "../log.ts";
+import { parseMailbox } from "../smtp/address.ts";
+import { nextAttemptAt } from "../queue/backoff.ts";
+import { buildBounce, type FailedRecipient } from "../queue/dsn.ts";
+import type { DueRecipient, NewMessage, QueueStore, RecipientOutcome } from "../queue/store.ts";
+import { RoutePool } from "./pool.ts";
+import type { RecipientResult } from "./result.ts";
+
+interface Job {
+  readonly messageId: string;
+  readonly route: Route;
+  readonly recipients: DueRecipient[];
+}
+
+const MAX_HEADER_BYTES = 64 * 1024;
+const WAKE_COALESCE_MS = 5;
+const TICK_FLOOR_MS = 100;
+/** Jobs held in memory waiting for a free connection; past this the queue stays on disk. */
+const MAX_WAITING = 2000;
+
+export interface WorkerDeps {
+  readonly config: Config;
+  readonly store: QueueStore;
+  readonly log: Logger;
+  readonly now?: () => number;
+}
+
+export class DeliveryWorker {
+  private readonly pools = new Map<string, RoutePool>();
+  private readonly waiting = new Map<string, Job[]>();
+  private readonly inFlight = new Set<number>();
+  private readonly running = new Set<Promise<void>>();
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private wakePending = false;
+  private stopped = false;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: WorkerDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  /** Something was queued: look for due work soon, coalescing a burst of wake-ups into one query. */
+  wake(): void {
+    if (this.wakePending || this.stopped) return;
+    this.wakePending = true;
+    setTimeout(() => {
+      this.wakePending = false;
+      this.tick();
+    }, WAKE_COALESCE_MS);
+  }
+
+  /** Stops taking work and waits for deliveries in progress to be recorded. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.waiting.clear();
+    while (this.running.size) await Promise.allSettled([...this.running]);
+    for (const pool of this.pools.values()) pool.close();
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.tick(), Math.max(0, Math.min(delayMs, 60_000)));
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    const now = this.now();
+    const { store, config } = this.deps;
+    // Fetch past the recipients already in hand so new due work is always found.
+    const room = MAX_WAITING - this.waitingCount();
+    const due = room <= 0 ? [] : store.due(now, this.inFlight.size + room).filter((r) => !this.inFlight.has(r.rowId));
+    const jobs = new Map<string, Job>();
+    const noRoute: DueRecipient[] = [];
+    for (const r of due) {
+      const mailbox = parseMailbox(r.address);
+      const route = mailbox && routeFor(config.relay, mailbox);
+      if (!route) {
+        noRoute.push(r);
+        continue;
+      }
+      this.inFlight.add(r.rowId);
+      const key = `${r.messageId}\n${route.uri}`;
+      const job = jobs.get(key) ?? { messageId: r.messageId, route, recipients: [] };
+      job.recipients.push(r);
+      jobs.set(key, job);
+    }
+    for (const job of jobs.values()) {
+      const list = this.waiting.get(job.route.uri) ?? [];
+      list.push(job);
+      this.waiting.set(job.route.uri, list);
+    }
+    if (noRoute.length) this.track(this.failNoRoute(noRoute));
+    this.dispatch();
+    // Recipients in flight stay due in the table, so the next look is never sooner than the floor.
+    const next = store.nextDueAt();
+    this.schedule(next === null ? 60_000 : Math.max(next - now, TICK_FLOOR_MS));
+  }
+
+  private waitingCount(): number {
+    let n = 0;
+    for (const jobs of this.waiting.values()) n += jobs.length;
+    return n;
+  }
+
+  private dispatch(): void {
+    for (const [uri, jobs] of this.waiting) {
+      const pool = this.pool(jobs[0]!.route);
+      while (jobs.length && pool.hasCapacity) this.track(this.deliver(pool, jobs.shift()!));
+      if (!jobs.length) this.waiting.delete(uri);
+    }
+  }
+
+  private track(p: Promise<void>): void {
+    this.running.add(p);
+    p.finally(() => {
+      this.running.delete(p);
+      if (!this.stopped) this.dispatch();
+    });
+  }
+
+  private pool(route: Route): RoutePool {
+    let pool = this.pools.get(route.uri);
+    if (!pool) {
+      const d = this.deps.config.delivery;
+      pool = new RoutePool(route, { heloName: this.deps.config.hostname, connectTimeoutMs: d.connectTimeoutMs, timeoutMs: d.timeoutMs }, d.concurrencyPerRoute, d.idleConnectionTtlMs);
+      this.pools.set(route.uri, pool);
+    }
+    return pool;
+  }
+
+  private async deliver(pool: RoutePool, job: Job): Promise<void> {
+    const { store, log } = this.deps;
+    const first = job.recipients[0]!;
+    const started = this.now();
+    let results: RecipientResult[];
+    try {
+      const body = store.body(job.messageId);
+      results = await pool.withConnection((conn) =>
+        conn.send(
+          { from: first.sender, to: job.recipients.map((r) => r.address), size: first.size },
+          body.inline ?? createReadStream(body.spoolPath!),
+        ),
+      );
+    } catch (err) {
+      const reason = `4.4.1 Connection to ${job.route.uri} failed: ${(err as Error).message}`;
+      results = job.recipients.map(() => ({ kind: "temporary" as const, response: reason }));
+    }
+    try {
+      await this.record(job, results);
+    } catch (err) {
+      log.error("recording delivery outcome failed", { queue_id: job.messageId, error: err });
+    } finally {
+      for (const r of job.recipients) this.inFlight.delete(r.rowId);
+    }
+    log.info("delivery attempt", {
+      queue_id: job.messageId,
+      route: job.route.uri,
+      rcpt_count: job.recipients.length,
+      delivered: results.filter((r) => r.kind === "ok").length,
+      deferred: results.filter((r) => r.kind === "temporary").length,
+      failed: results.filter((r) => r.kind === "permanent").length,
+      response: results[0]?.response,
+      duration_ms: this.now() - started,
+    });
+  }
+
+  private async failNoRoute(recipients: DueRecipient[]): Promise<void> {
+    for (const r of recipients) this.inFlight.add(r.rowId);
+    const byMessage = Map.groupBy(recipients, (r) => r.messageId);
+    try {
+      for (const [messageId, list] of byMessage) {
+        const route = { protocol: "smtp", host: "", port: 0, uri: "" } as const;
+        await this.record({ messageId, route, recipients: list }, list.map(() => ({ kind: "permanent", response: "5.4.4 No route to the recipient's domain" })));
+      }
+    } finally {
+      for (const r of recipients) this.inFlight.delete(r.rowId);
+    }
+  }
+
+  private async record(job: Job, results: RecipientResult[]): Promise<void> {
+    const { store, config, log } = this.deps;
+    const now = this.now();
+    const outcomes: RecipientOutcome[] = [];
+    const failed: FailedRecipient[] = [];
+    job.recipients.forEach((r, i) => {
+      const res = results[i] ?? { kind: "temporary", response: "4.3.0 no result" };
+      if (res.kind === "ok") return outcomes.push({ kind: "delivered", rowId: r.rowId, response: res.response });
+      const retryAt = res.kind === "temporary" ? nextAttemptAt(config.queue.retryScheduleMs, r.attempts + 1, now) : null;
+      if (retryAt !== null) return outcomes.push({ kind: "deferred", rowId: r.rowId, error: res.response, nextAttemptAt: retryAt });
+      const diagnostic = res.kind === "temporary" ? `${res.response} (gave up after ${r.attempts + 1} attempts)` : res.response;
+      outcomes.push({ kind: "failed", rowId: r.rowId, error: diagnostic });
+      failed.push({ address: r.address, diagnostic, remote: /^\d{3}[ -]/.test(res.response) });
+      log.warn("recipient failed", { queue_id: job.messageId, rcpt: r.address, attempts: r.attempts + 1, error: diagnostic });
+    });
+    const bounces: NewMessage[] = [];
+    const first = job.recipients[0]!;
+    if (failed.length && first.sender !== "") {
+      const senderBox = parseMailbox(first.sender);
+      const route = senderBox && routeFor(config.relay, senderBox);
+      if (route) {
+        bounces.push(
+          buildBounce({
+            reportingHost: config.hostname,
+            originalId: job.messageId,
+            originalSender: first.sender,
+            originalReceivedAt: first.receivedAt,
+            originalHeaders: await this.headersOf(job.messageId),
+            failed,
+            route: route.uri,
+            now,
+          }),
+        );
+      } else {
+        log.error("bounce not sent: no route to the sender's domain", { queue_id: job.messageId, from: first.sender });
+      }
+    }
+    await store.record(outcomes, bounces, [job.messageId]);
+    if (bounces.length) {
+      log.info("bounce queued", { queue_id: bounces[0]!.id, original_queue_id: job.messageId, rcpt_count: failed.length });
+      this.wake();
+    }
+  }
+
+  private async headersOf(messageId: string): Promise<string> {
+    const body = this.deps.store.body(messageId);
+    let bytes: Uint8Array;
+    if (body.inline) bytes = body.inline.subarray(0, MAX_HEADER_BYTES);
+    else {
+      const fh = await open(body.spoolPath!, "r");
+      try {
+        const buf = new Uint8Array(MAX_HEADER_BYTES);
+        const { bytesRead } = await fh.read(buf, 0, MAX_HEADER_BYTES, 0);
+        bytes = buf.subarray(0, bytesRead);
+      } finally {
+        await fh.close();
+      }
+    }
+    const text = new TextDecoder("latin1").decode(bytes);
+    const end = text.indexOf("\r\n\r\n");
+    return end === -1 ? text : text.slice(0, end + 2);
+  }
+}

@@ -1,0 +1,105 @@
+// One SMTP listener: smtp-server configured from our settings, with connection limits
+// enforced before a session exists (so an over-limit client costs one write and a close).
+
+import { readFileSync } from "node:fs";
+import type { Socket } from "node:net";
+import { SMTPServer, type SMTPServerOptions } from "smtp-server";
+import { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
+import type { Config, ListenAddress } from "../config/types.ts";
+import type { Logger } from "../log.ts";
+import { anyContains } from "../net/cidr.ts";
+import { adaptConnection } from "./connection-adapter.ts";
+import { sessionHooks, type SessionDeps } from "./session.ts";
+
+class RelaySmtpServer extends SMTPServer {
+  private readonly perIp = new Map<string, number>();
+
+  constructor(options: SMTPServerOptions, private readonly config: Config, private readonly log: Logger) {
+    super(options);
+  }
+
+  override connect(socket: Socket, socketOptions?: Parameters<SMTPServer["connect"]>[1]): void {
+    const ip = socket.remoteAddress ?? "";
+    const { smtp } = this.config;
+    // Postfix-style: the refusal is the greeting, then the connection closes.
+    if (this.connections.size >= smtp.maxConnections) return this.refuse(socket, ip, "421 4.3.2 Too many connections, try again later", "max_connections");
+    const current = this.perIp.get(ip) ?? 0;
+    if (current >= smtp.maxConnectionsPerIp) return this.refuse(socket, ip, "421 4.7.0 Too many connections from your IP address, try again later", "max_connections_per_ip");
+    this.perIp.set(ip, current + 1);
+    socket.once("close", () => {
+      const n = (this.perIp.get(ip) ?? 1) - 1;
+      if (n <= 0) this.perIp.delete(ip);
+      else this.perIp.set(ip, n);
+    });
+
+    const conn = new SMTPConnection(this, socket, socketOptions);
+    const trusted = anyContains(this.config.relay.relayNetworks, ip) || anyContains(smtp.greetingAllowlist, ip);
+    adaptConnection(conn, {
+      greetingDelayMs: trusted ? 0 : smtp.greetingDelayMs,
+      commandTimeoutMs: smtp.commandTimeoutMs,
+      onCommandTimeout: () => this.log.info("command timeout", { cid: conn.id, client_ip: ip }),
+    });
+    this.connections.add(conn);
+    conn.on("error", (err: Error) => this.log.warn("connection error", { cid: conn.id, client_ip: ip, error: err }));
+    conn.on("connect", (data: unknown) => this.emit("connect", data));
+    conn.init();
+  }
+
+  private refuse(socket: Socket, ip: string, reply: string, reason: string): void {
+    this.log.warn("connection refused", { client_ip: ip, reason });
+    socket.on("error", () => {});
+    socket.end(`${reply}\r\n`);
+    setTimeout(() => socket.destroy(), 2000).unref();
+  }
+}
+
+export interface SmtpListener {
+  readonly address: ListenAddress;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export async function startSmtpListener(address: ListenAddress, deps: SessionDeps): Promise<SmtpListener> {
+  const { config, log } = deps;
+  const tls = config.smtp.tls;
+  const hooks = sessionHooks(deps);
+  const server = new RelaySmtpServer(
+    {
+      name: config.hostname,
+      banner: "mailraven",
+      size: config.smtp.maxMessageSize,
+      maxRecipients: config.smtp.maxRecipients,
+      maxCommandLength: config.smtp.maxLineLength,
+      socketTimeout: config.smtp.idleTimeoutMs,
+      closeTimeout: config.smtp.shutdownTimeoutMs,
+      hideENHANCEDSTATUSCODES: false,
+      hideSTARTTLS: !tls,
+      disabledCommands: ["AUTH"],
+      authOptional: true,
+      disableReverseLookup: true,
+      logger: false,
+      ...(tls ? { key: readFileSync(tls.keyFile), cert: readFileSync(tls.certFile), minVersion: "TLSv1.2" as const } : {}),
+      onConnect: hooks.onConnect,
+      onClose: hooks.onClose,
+      onRcptTo: hooks.onRcptTo,
+      onData: hooks.onData,
+    },
+    config,
+    log,
+  );
+  server.on("error", (err: Error) => log.error("smtp server error", { error: err }));
+  await new Promise<void>((resolve, reject) => {
+    server.server.once("error", reject);
+    server.listen(address.port, address.host, () => {
+      server.server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.server.address() as { port: number }).port;
+  log.info("smtp listening", { address: address.host, port, starttls: !!tls });
+  return {
+    address,
+    port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
