@@ -1,0 +1,138 @@
+// Runs the compiled binary (build/mailraven) with a generated config in a temp dir, the way
+// an admin runs it, and exposes its JSON log lines to the test.
+
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
+import { Database } from "bun:sqlite";
+
+export const BINARY = resolve(import.meta.dir, "../../build/mailraven");
+
+export type LogLine = { level: string; msg: string } & Record<string, unknown>;
+
+export function tempDir(prefix = "mailraven-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export interface RelayOptions {
+  /** The config document; `state_dir` and `smtp.listen` default to the temp dir and 127.0.0.1:0. */
+  readonly config: Record<string, unknown>;
+  /** Reuse a state dir (restart after a crash). */
+  readonly dir?: string;
+}
+
+export class Relay {
+  readonly logs: LogLine[] = [];
+  port = 0;
+  private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  readonly exited: Promise<number>;
+  stderr = "";
+
+  private constructor(readonly proc: Subprocess<"ignore", "pipe", "pipe">, readonly dir: string) {
+    this.exited = proc.exited;
+    void this.pump();
+    void new Response(proc.stderr).text().then((t) => (this.stderr = t));
+  }
+
+  static async start(opts: RelayOptions): Promise<Relay> {
+    if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run "npm run build" first`);
+    const dir = opts.dir ?? tempDir();
+    const smtp = (opts.config.smtp ?? {}) as Record<string, unknown>;
+    const doc = {
+      hostname: "relay.test",
+      state_dir: join(dir, "state"),
+      log_level: "debug",
+      ...opts.config,
+      smtp: { listen: ["127.0.0.1:0"], greeting_delay: "0s", ...smtp },
+    };
+    const configPath = join(dir, "mailraven.yaml");
+    writeFileSync(configPath, JSON.stringify(doc, null, 2)); // JSON is YAML
+    const proc = Bun.spawn([BINARY, "serve", "--config", configPath], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    const relay = new Relay(proc, dir);
+    const listening = await Promise.race([
+      relay.waitForLog((l) => l.msg === "mailraven started", 15_000),
+      relay.exited.then((code) => {
+        throw new Error(`mailraven exited with ${code} before listening: ${relay.stderr}`);
+      }),
+    ]);
+    void listening;
+    relay.port = Number(relay.logs.find((l) => l.msg === "smtp listening")!.port);
+    return relay;
+  }
+
+  waitForLog(pred: (l: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> {
+    const found = this.logs.find(pred);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const waiter = { pred, resolve: (l: LogLine) => (clearTimeout(timer), resolve(l)) };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error(`no matching log line within ${timeoutMs} ms; last lines:\n${this.logs.slice(-8).map((l) => JSON.stringify(l)).join("\n")}`));
+      }, timeoutMs);
+      this.waiters.push(waiter);
+    });
+  }
+
+  count(msg: string): number {
+    return this.logs.filter((l) => l.msg === msg).length;
+  }
+
+  /** SIGTERM and wait; returns the exit code. */
+  async stop(): Promise<number> {
+    this.proc.kill("SIGTERM");
+    return this.exited;
+  }
+
+  async kill9(): Promise<void> {
+    this.proc.kill("SIGKILL");
+    await this.exited;
+  }
+
+  cleanup(): void {
+    if (this.proc.exitCode === null) this.proc.kill("SIGKILL");
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private async pump(): Promise<void> {
+    let buf = "";
+    const decoder = new TextDecoder();
+    for await (const chunk of this.proc.stdout) {
+      buf += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) !== -1) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        let parsed: LogLine;
+        try {
+          parsed = JSON.parse(line) as LogLine;
+        } catch {
+          parsed = { level: "raw", msg: line };
+        }
+        this.logs.push(parsed);
+        this.waiters = this.waiters.filter((w) => (w.pred(parsed) ? (w.resolve(parsed), false) : true));
+      }
+    }
+  }
+}
+
+/** What is in a relay's queue right now, read the way an admin would (the WAL allows a reader). */
+export function queueCounts(dir: string): { messages: number; recipients: number } {
+  const db = new Database(join(dir, "state", "queue.db"), { readonly: true });
+  try {
+    return db.query<{ messages: number; recipients: number }, []>("SELECT (SELECT COUNT(*) FROM messages) AS messages, (SELECT COUNT(*) FROM recipients) AS recipients").get()!;
+  } finally {
+    db.close();
+  }
+}
+
+/** Polls `check` until it returns a truthy value; bounded by `timeoutMs`. */
+export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 10_000, what = "condition"): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await Bun.sleep(25);
+  }
+}

@@ -1,0 +1,104 @@
+// A raw SMTP client for dialog tests: send exact bytes, read exact replies.
+
+import { connect, type Socket } from "node:net";
+
+export interface Reply {
+  readonly code: number;
+  readonly lines: readonly string[];
+  /** Last line without the code, e.g. "5.7.1 Relaying denied". */
+  readonly text: string;
+}
+
+export class SmtpTalk {
+  private buf = "";
+  private replies: Reply[] = [];
+  private waiting: ((r: Reply | null) => void) | null = null;
+  private ended = false;
+  readonly closed: Promise<void>;
+
+  private constructor(readonly socket: Socket) {
+    socket.setEncoding("latin1");
+    socket.on("data", (d: string) => this.onData(d));
+    this.closed = new Promise((resolve) => socket.once("close", () => {
+      this.ended = true;
+      this.waiting?.(null);
+      resolve();
+    }));
+    socket.on("error", () => {});
+  }
+
+  static connect(port: number, opts: { host?: string; localAddress?: string } = {}): Promise<SmtpTalk> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ port, host: opts.host ?? "127.0.0.1", localAddress: opts.localAddress }, () => {
+        socket.off("error", reject);
+        resolve(new SmtpTalk(socket));
+      });
+      socket.once("error", reject);
+    });
+  }
+
+  /** Connects and reads the greeting. */
+  static async open(port: number, opts: { host?: string; localAddress?: string } = {}): Promise<{ talk: SmtpTalk; greeting: Reply }> {
+    const talk = await SmtpTalk.connect(port, opts);
+    return { talk, greeting: await talk.reply() };
+  }
+
+  reply(timeoutMs = 10_000): Promise<Reply> {
+    const next = this.replies.shift();
+    if (next) return Promise.resolve(next);
+    if (this.ended) return Promise.reject(new Error("connection closed"));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no reply within ${timeoutMs} ms`)), timeoutMs);
+      this.waiting = (r) => {
+        clearTimeout(timer);
+        this.waiting = null;
+        r ? resolve(r) : reject(new Error("connection closed"));
+      };
+    });
+  }
+
+  write(raw: string | Uint8Array): void {
+    this.socket.write(raw);
+  }
+
+  async send(line: string): Promise<Reply> {
+    this.write(`${line}\r\n`);
+    return this.reply();
+  }
+
+  /** EHLO, MAIL, RCPT..., DATA, body, "." ; returns the final reply (and throws on an earlier failure). */
+  async transaction(from: string, to: string[], body: string): Promise<Reply> {
+    const mail = await this.send(`MAIL FROM:<${from}>`);
+    if (mail.code !== 250) return mail;
+    for (const r of to) {
+      const rc = await this.send(`RCPT TO:<${r}>`);
+      if (rc.code !== 250) return rc;
+    }
+    const data = await this.send("DATA");
+    if (data.code !== 354) return data;
+    this.write(body.endsWith("\r\n") ? `${body}.\r\n` : `${body}\r\n.\r\n`);
+    return this.reply();
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private onData(d: string): void {
+    this.buf += d;
+    let lines: string[] = [];
+    let nl: number;
+    while ((nl = this.buf.indexOf("\r\n")) !== -1) {
+      const line = this.buf.slice(0, nl);
+      this.buf = this.buf.slice(nl + 2);
+      lines.push(line);
+      if (/^\d{3} /.test(line) || /^\d{3}$/.test(line)) {
+        const reply = { code: Number(line.slice(0, 3)), lines, text: line.slice(4) };
+        lines = [];
+        if (this.waiting) this.waiting(reply);
+        else this.replies.push(reply);
+      }
+    }
+    if (lines.length) this.buf = lines.map((l) => `${l}\r\n`).join("") + this.buf;
+  }
+}
