@@ -26,13 +26,24 @@ class RelaySmtpServer extends SMTPServer {
     const current = this.perIp.get(ip) ?? 0;
     if (current >= smtp.maxConnectionsPerIp) return this.refuse(socket, ip, "421 4.7.0 Too many connections from your IP address, try again later", "max_connections_per_ip");
     this.perIp.set(ip, current + 1);
-    socket.once("close", () => {
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
       const n = (this.perIp.get(ip) ?? 1) - 1;
       if (n <= 0) this.perIp.delete(ip);
       else this.perIp.set(ip, n);
-    });
+    };
 
     const conn = new SMTPConnection(this, socket, socketOptions);
+    // Release the slot when the session ends (QUIT), as the library does for its own count,
+    // not when the TCP close completes: a client that reconnects right after 221 must fit.
+    const close = conn.close.bind(conn);
+    conn.close = () => {
+      release();
+      close();
+    };
+    socket.once("close", release);
     const trusted = anyContains(this.config.relay.relayNetworks, ip) || anyContains(smtp.greetingAllowlist, ip);
     adaptConnection(conn, {
       greetingDelayMs: trusted ? 0 : smtp.greetingDelayMs,

@@ -24,6 +24,7 @@ class ReplyErr extends Error {
 
 export class Sink {
   readonly messages: Received[] = [];
+  readonly errors: Error[] = [];
   private rcptAttempts = new Map<string, number>();
   private dataAttempts = 0;
   private server: SMTPServer | null = null;
@@ -67,6 +68,8 @@ export class Sink {
         });
       },
     });
+    // A relay killed mid-delivery resets its connections; that is expected here.
+    server.on("error", (err: Error) => this.errors.push(err));
     await new Promise<void>((resolve, reject) => {
       server.server.once("error", reject);
       server.listen(port, "127.0.0.1", () => resolve());

@@ -1,0 +1,188 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Spool } from "../../src/queue/spool.ts";
+import { BodyCollector } from "../../src/smtp/body.ts";
+
+const root = mkdtempSync(join(tmpdir(), "mailraven-body-"));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+let n = 0;
+const enc = new TextEncoder();
+const bytes = (s: string) => enc.encode(s);
+
+function collector(opts: { inlineMax?: number; maxSize?: number } = {}): { c: BodyCollector; spool: Spool; id: string } {
+  const spool = new Spool(join(root, `spool${n}`));
+  const id = `MSG${String(n++).padStart(13, "0")}`;
+  return { c: new BodyCollector(spool, id, opts.inlineMax ?? 1 << 20, opts.maxSize ?? 1 << 24), spool, id };
+}
+
+/** Feeds the chunks and reports whether a bare CR or LF was seen. */
+async function bare(...chunks: string[]): Promise<boolean> {
+  const { c } = collector();
+  for (const ch of chunks) c.push(bytes(ch));
+  await c.finish();
+  return c.bareNewline;
+}
+
+describe("bare newline detection", () => {
+  test("CRLF-only content is clean", async () => {
+    expect(await bare("Subject: x\r\n\r\nline 1\r\nline 2\r\n")).toBe(false);
+    expect(await bare("")).toBe(false);
+    expect(await bare("no line end at all")).toBe(false);
+  });
+
+  test.each([
+    ["bare LF in the middle", ["abc\ndef\r\n"]],
+    ["bare LF at the start", ["\nabc\r\n"]],
+    ["bare LF at the end", ["abc\r\ndef\n"]],
+    ["bare CR in the middle", ["abc\rdef\r\n"]],
+    ["bare CR before CRLF", ["abc\r\r\n"]],
+    ["LF before CR (reversed)", ["abc\n\rdef"]],
+    ["SMTP smuggling <LF>.<CR><LF>", ["hi\r\n\n.\r\nMAIL FROM:<x@y>\r\n"]],
+    ["bare LF after clean lines", ["a\r\nb\r\nc\r\nd\ne\r\n"]],
+  ])("%s", async (_name, chunks) => {
+    expect(await bare(...chunks)).toBe(true);
+  });
+
+  test("CR at the end of one chunk and LF at the start of the next is a CRLF", async () => {
+    expect(await bare("abc\r", "\ndef\r\n")).toBe(false);
+    expect(await bare("abc\r\n", "def\r", "\n")).toBe(false);
+    expect(await bare("\r", "\n", "\r", "\n")).toBe(false);
+  });
+
+  test("LF at the start of a chunk after a chunk ending in CR is fine, even after empty chunks", async () => {
+    expect(await bare("abc\r", "", "\n")).toBe(false);
+  });
+
+  test("CR at the end of a chunk followed by anything but LF is a bare CR", async () => {
+    expect(await bare("abc\r", "x")).toBe(true);
+    expect(await bare("abc\r", "\r\n")).toBe(true);
+    expect(await bare("abc\r", "", "x\r\n")).toBe(true);
+  });
+
+  test("LF at the start of a chunk after a chunk not ending in CR is a bare LF", async () => {
+    expect(await bare("abc", "\ndef")).toBe(true);
+    expect(await bare("abc\r\n", "\n")).toBe(true);
+  });
+
+  test("content ending in a lone CR is a bare CR", async () => {
+    expect(await bare("abc\r\n", "def\r")).toBe(true);
+  });
+
+  test("a bare newline found early stays found", async () => {
+    expect(await bare("a\nb", "clean\r\n", "clean\r\n")).toBe(true);
+  });
+
+  test("detection also works on bytes past the size limit", async () => {
+    const { c } = collector({ maxSize: 8 });
+    c.push(bytes("12345678"));
+    c.push(bytes("x\ny"));
+    await c.finish();
+    expect(c.overLimit).toBe(true);
+    expect(c.bareNewline).toBe(true);
+  });
+});
+
+describe("inline bodies", () => {
+  test("small bodies stay in memory and come back whole, trace header first", async () => {
+    const { c, spool, id } = collector({ inlineMax: 1024 });
+    c.prepend(bytes("Received: x\r\n"));
+    c.push(bytes("Subject: hi\r\n\r\n"));
+    c.push(bytes("body\r\n"));
+    const out = await c.finish();
+    expect(out).not.toBeNull();
+    expect(new TextDecoder().decode(out!)).toBe("Received: x\r\nSubject: hi\r\n\r\nbody\r\n");
+    expect(c.size).toBe(21);
+    expect(c.total).toBe(34);
+    expect(existsSync(spool.pathOf(id))).toBe(false);
+  });
+
+  test("a body exactly at inlineMax stays inline", async () => {
+    const { c, spool, id } = collector({ inlineMax: 10 });
+    c.push(bytes("12345"));
+    c.push(bytes("67890"));
+    expect(await c.finish()).toEqual(bytes("1234567890"));
+    expect(existsSync(spool.pathOf(id))).toBe(false);
+  });
+
+  test("an empty body is an empty array", async () => {
+    const { c } = collector();
+    expect(await c.finish()).toEqual(new Uint8Array(0));
+  });
+});
+
+describe("spooling large bodies", () => {
+  test("above inlineMax the body goes to the spool file with the exact bytes", async () => {
+    const { c, spool, id } = collector({ inlineMax: 16 });
+    const parts = ["Received: trace\r\n", "Subject: big\r\n\r\n", "x".repeat(100) + "\r\n", "last line\r\n"];
+    c.prepend(bytes(parts[0]!));
+    for (const p of parts.slice(1)) c.push(bytes(p));
+    expect(await c.finish()).toBeNull();
+    const path = spool.pathOf(id);
+    expect(readFileSync(path, "utf8")).toBe(parts.join(""));
+    expect(c.total).toBe(parts.join("").length);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+  });
+
+  test("binary content survives spooling byte for byte", async () => {
+    const { c, spool, id } = collector({ inlineMax: 100 });
+    const all = new Uint8Array(5000);
+    for (let i = 0; i < all.length; i++) all[i] = (i * 31 + 7) & 0xff;
+    for (let off = 0; off < all.length; off += 333) c.push(all.subarray(off, Math.min(off + 333, all.length)));
+    expect(await c.finish()).toBeNull();
+    expect(new Uint8Array(readFileSync(spool.pathOf(id)))).toEqual(all);
+  });
+
+  test("discard removes the spool file", async () => {
+    const { c, spool, id } = collector({ inlineMax: 4 });
+    c.push(bytes("more than four bytes\r\n"));
+    expect(existsSync(spool.pathOf(id))).toBe(true);
+    c.discard();
+    expect(existsSync(spool.pathOf(id))).toBe(false);
+    expect(readdirSync(spool.dir)).toEqual([]);
+  });
+
+  test("discard after finish also removes the committed file", async () => {
+    const { c, spool, id } = collector({ inlineMax: 4 });
+    c.push(bytes("more than four bytes\r\n"));
+    expect(await c.finish()).toBeNull();
+    expect(existsSync(spool.pathOf(id))).toBe(true);
+    c.discard();
+    expect(existsSync(spool.pathOf(id))).toBe(false);
+  });
+});
+
+describe("size limit", () => {
+  test("overLimit is set only once the client's bytes exceed maxSize", () => {
+    const { c } = collector({ maxSize: 10 });
+    c.prepend(bytes("a trace header that is not counted\r\n"));
+    c.push(bytes("12345"));
+    c.push(bytes("67890"));
+    expect(c.overLimit).toBe(false);
+    expect(c.size).toBe(10);
+    c.push(bytes("1"));
+    expect(c.overLimit).toBe(true);
+    expect(c.size).toBe(11);
+  });
+
+  test("bytes past the limit are counted but not kept", async () => {
+    const { c } = collector({ maxSize: 10, inlineMax: 1000 });
+    c.push(bytes("12345"));
+    c.push(bytes("67890abcdef"));
+    c.push(bytes("more"));
+    expect(c.size).toBe(20);
+    expect(c.total).toBe(5);
+    expect(await c.finish()).toEqual(bytes("12345"));
+  });
+
+  test("an oversized body never grows the spool file past the limit", () => {
+    const { c, spool, id } = collector({ maxSize: 100, inlineMax: 10 });
+    for (let i = 0; i < 50; i++) c.push(bytes("0123456789"));
+    expect(c.overLimit).toBe(true);
+    expect(statSync(spool.pathOf(id)).size).toBeLessThanOrEqual(100);
+    c.discard();
+    expect(existsSync(spool.pathOf(id))).toBe(false);
+  });
+});
