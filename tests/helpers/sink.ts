@@ -14,6 +14,8 @@ export interface SinkBehaviour {
   rcpt?: (address: string, attempt: number) => { code: number; message: string } | undefined;
   /** Reply after DATA; undefined accepts. */
   data?: (msg: Received, attempt: number) => { code: number; message: string } | undefined;
+  /** Speak LMTP; with it, the reply after DATA for each recipient (undefined accepts). */
+  lmtp?: (address: string, attempt: number) => { code: number; message: string } | undefined;
 }
 
 class ReplyErr extends Error {
@@ -41,6 +43,7 @@ export class Sink {
   async listen(port = this.port): Promise<void> {
     const server = new SMTPServer({
       name: "sink.test",
+      lmtp: !!this.behaviour.lmtp,
       authOptional: true,
       disabledCommands: ["AUTH"],
       hideSTARTTLS: true,
@@ -61,7 +64,15 @@ export class Sink {
             to: session.envelope.rcptTo.map((r) => r.address),
             raw: Buffer.concat(chunks),
           };
-          const r = this.behaviour.data?.(msg, ++this.dataAttempts);
+          const attempt = ++this.dataAttempts;
+          const lmtp = this.behaviour.lmtp;
+          if (lmtp) {
+            const replies = msg.to.map((rcpt) => lmtp(rcpt, attempt));
+            const accepted = msg.to.filter((_, i) => !replies[i]);
+            if (accepted.length) this.messages.push({ ...msg, to: accepted });
+            return (cb as unknown as (e: null, r: (string | Error)[]) => void)(null, replies.map((r) => (r ? new ReplyErr(r.code, r.message) : "Stored")));
+          }
+          const r = this.behaviour.data?.(msg, attempt);
           if (r) return cb(new ReplyErr(r.code, r.message));
           this.messages.push(msg);
           cb(null, "Stored");
@@ -88,6 +99,6 @@ export class Sink {
   }
 
   get route(): string {
-    return `smtp://127.0.0.1:${this.port}`;
+    return `${this.behaviour.lmtp ? "lmtp" : "smtp"}://127.0.0.1:${this.port}`;
   }
 }

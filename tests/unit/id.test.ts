@@ -23,6 +23,13 @@ describe("newQueueId", () => {
     expect([...ids].sort()).toEqual(ids);
   });
 
+  test("ids made in the same millisecond are distinct and sort in creation order", () => {
+    const t = Date.UTC(2024, 5, 1, 12);
+    const ids = Array.from({ length: 500 }, () => newQueueId(t));
+    expect(new Set(ids).size).toBe(500);
+    expect([...ids].sort()).toEqual(ids);
+  });
+
   test("the time prefix is the same within a millisecond and differs across", () => {
     const t = Date.UTC(2024, 5, 1, 12);
     expect(newQueueId(t).slice(0, 9)).toBe(newQueueId(t).slice(0, 9));

@@ -77,7 +77,7 @@ describe("createLogger", () => {
     expect(records()[2]).toMatchObject({ session: "s1", queue_id: "Q" });
   });
 
-  test("the fixed keys come first and a field cannot be lost", () => {
+  test("the fixed keys come first, then the fields", () => {
     const { log, lines } = capture("info");
     log.info("m", { a: 1 });
     expect(Object.keys(JSON.parse(lines[0]!))).toEqual(["ts", "level", "msg", "a"]);
