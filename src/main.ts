@@ -109,8 +109,9 @@ function installCrashGuards(log: ReturnType<typeof createLogger>): void {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigErrors) process.stderr.write(`mailraven: ${err.message}\n`);
-    else process.stderr.write(`mailraven: ${(err as Error).stack ?? err}\n`);
+    // Expected failures (bad config, port taken) get one clear line; anything else its stack.
+    const e = err as Error;
+    process.stderr.write(`mailraven: ${err instanceof ConfigErrors || e.message?.startsWith("cannot listen") ? e.message : (e.stack ?? e)}\n`);
     process.exit(err instanceof ConfigErrors ? 78 : 1);
   },
 );

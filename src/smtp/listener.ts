@@ -100,9 +100,11 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
   );
   server.on("error", (err: Error) => log.error("smtp server error", { error: err }));
   await new Promise<void>((resolve, reject) => {
-    server.server.once("error", reject);
+    server.server.once("error", (err: NodeJS.ErrnoException) =>
+      reject(new Error(`cannot listen on ${address.host}:${address.port} (smtp.listen): ${err.code === "EADDRINUSE" ? "address already in use" : err.code === "EACCES" ? "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)" : err.message}`)),
+    );
     server.listen(address.port, address.host, () => {
-      server.server.off("error", reject);
+      server.server.removeAllListeners("error");
       resolve();
     });
   });

@@ -1,0 +1,107 @@
+// The binary's command line and configuration errors, as an admin meets them.
+
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { BINARY, tempDir } from "../helpers/relay.ts";
+
+const EXAMPLE = resolve(import.meta.dir, "../../build/mailraven.example.yaml");
+
+async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const proc = Bun.spawn([BINARY, ...args], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  return { code, out, err };
+}
+
+function configFile(text: string): string {
+  const path = join(tempDir(), "mailraven.yaml");
+  writeFileSync(path, text);
+  return path;
+}
+
+describe("command line", () => {
+  test("--help prints usage and exits 0; no command exits 2 with usage", async () => {
+    const help = await run("--help");
+    expect(help.code).toBe(0);
+    for (const cmd of ["serve", "check-config", "sink", "version"]) expect(help.out).toContain(cmd);
+    const none = await run();
+    expect(none.code).toBe(2);
+    expect(none.out).toContain("Usage: mailraven");
+  });
+
+  test("version", async () => {
+    const v = await run("version");
+    expect(v.code).toBe(0);
+    expect(v.out).toMatch(/^mailraven \d+\.\d+\.\d+\n$/);
+  });
+
+  test("unknown command and unknown flag exit 2 naming them", async () => {
+    const cmd = await run("frobnicate");
+    expect(cmd.code).toBe(2);
+    expect(cmd.err).toContain('unknown command "frobnicate"');
+    const flag = await run("serve", "--confg", "x");
+    expect(flag.code).toBe(2);
+    expect(flag.err).toContain("--confg");
+  });
+});
+
+describe("check-config", () => {
+  test("the shipped example is valid and documents every key of the effective configuration", async () => {
+    const r = await run("check-config", "--config", EXAMPLE);
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.out).toStartWith("# configuration is valid\n");
+    const effective = Bun.YAML.parse(r.out) as Record<string, unknown>;
+    const exampleText = await Bun.file(EXAMPLE).text();
+    const keys = (o: Record<string, unknown>, prefix = ""): string[] =>
+      Object.entries(o).flatMap(([k, v]) => (v && typeof v === "object" && !Array.isArray(v) && k !== "domains" ? keys(v as Record<string, unknown>, `${prefix}${k}.`) : [`${prefix}${k}`]));
+    for (const key of keys(effective)) {
+      const leaf = key.split(".").pop()!;
+      expect(exampleText).toMatch(new RegExp(`^\\s*#?\\s*${leaf}:`, "m"));
+    }
+  });
+
+  test("the embedded trial configuration is valid", async () => {
+    const r = await run("check-config", "--embedded-config");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("127.0.0.1:2525");
+  });
+
+  const bad: [string, string, string[]][] = [
+    ["a misspelt key", "smtp:\n  max_conections: 5\n", ['smtp.max_conections: unknown key; did you mean "max_connections"?']],
+    ["a bad duration", "smtp:\n  idle_timeout: 5 minutes\n", ['smtp.idle_timeout: expected a duration such as "30s"', 'found string "5 minutes"']],
+    ["a bad size", "smtp:\n  max_message_size: lots\n", ["smtp.max_message_size: expected a size"]],
+    ["an unknown route scheme", "relay:\n  domains:\n    example.org: http://10.0.0.5\n", ['relay.domains.example.org: expected a route such as "smtp://10.0.0.5:25"']],
+    ["a bad network", "relay:\n  relay_networks: [10.0.0.0/33]\n", ["relay.relay_networks[0]: expected an IPv4 or IPv6 network"]],
+    ["a bad listen address", "smtp:\n  listen: [localhost]\n", ['smtp.listen[0]: expected an address such as "0.0.0.0:25"']],
+    ["a half tls section", "smtp:\n  tls:\n    cert_file: /x.pem\n", ["smtp.tls.key_file: expected the path of a PEM private key"]],
+    ["a bad retry entry", "queue:\n  retry_schedule: [5m, soon]\n", ["queue.retry_schedule[1]: expected a delay"]],
+    ["an out-of-range integer", "smtp:\n  max_connections: 0\n", ["smtp.max_connections: expected an integer from 1 to 100000, found number 0"]],
+    ["broken YAML", "smtp: [\n", ["not valid YAML"]],
+    ["a list where a mapping belongs", "- a\n- b\n", ["(top level): expected a mapping, found a list"]],
+  ];
+  for (const [name, yaml, expected] of bad) {
+    test(`${name}: exit 78 with the key path and the fix`, async () => {
+      const path = configFile(yaml);
+      const r = await run("check-config", "--config", path);
+      expect(r.code).toBe(78);
+      expect(r.err).toContain(path);
+      for (const e of expected) expect(r.err).toContain(e);
+      // serve refuses the same file before opening any port.
+      const s = await run("serve", "--config", path);
+      expect(s.code).toBe(78);
+    });
+  }
+
+  test("all problems are reported in one run", async () => {
+    const r = await run("check-config", "--config", configFile("smtp:\n  max_conections: 5\n  idle_timeout: x\nqueue:\n  inline_max_size: -1\n"));
+    expect(r.code).toBe(78);
+    expect(r.err.split("\n").filter((l) => l.startsWith("  - "))).toHaveLength(3);
+  });
+
+  test("a missing file says how to fix it", async () => {
+    const r = await run("check-config", "--config", "/nonexistent/mailraven.yaml");
+    expect(r.code).toBe(78);
+    expect(r.err).toContain("no such file; pass --config PATH or run with --embedded-config");
+  });
+});
