@@ -23,9 +23,10 @@ export function loadConfig(source: ConfigSource, cwd = process.cwd()): Config {
     throw new ConfigErrors([`${source.path}: cannot read the configuration file: ${why}`]);
   }
   // Relative paths inside the file are taken relative to the file itself, not to wherever the
-  // service happened to be started from.
+  // service happened to be started from. parseYaml's problem already names the file.
+  const doc = parseYaml(text, source.path);
   try {
-    return parseConfig(parseYaml(text, source.path), { cwd: dirname(source.path) });
+    return parseConfig(doc, { cwd: dirname(source.path) });
   } catch (err) {
     if (err instanceof ConfigErrors) throw new ConfigErrors(err.problems.map((p) => `${source.path}: ${p}`));
     throw err;

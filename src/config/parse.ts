@@ -147,6 +147,12 @@ export function isHostname(name: string): boolean {
 
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === "object" && !Object.isFrozen(value)) {
+    // Object.freeze does not reach a Map's entries; take away its mutators as well.
+    if (value instanceof Map) {
+      for (const name of ["set", "delete", "clear"]) {
+        Object.defineProperty(value, name, { value: () => { throw new TypeError("the configuration is read-only"); } });
+      }
+    }
     Object.freeze(value);
     for (const v of value instanceof Map ? value.values() : Object.values(value)) deepFreeze(v);
   }

@@ -24,7 +24,9 @@ export interface BounceInput {
   readonly now: number;
 }
 
-const STATUS_IN_TEXT = /\b([245])\.(\d{1,3})\.(\d{1,3})\b/;
+// An enhanced status code (RFC 3463) where a reply carries one: first, or right after the reply
+// code. Elsewhere in the text "10.2.3.4" is an address, not status 2.3.4.
+const STATUS_IN_TEXT = /(?:^|\b\d{3}[ -])([245])\.(\d{1,3})\.(\d{1,3})\b/;
 
 export function buildBounce(b: BounceInput): NewMessage {
   const id = newQueueId(b.now);

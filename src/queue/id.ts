@@ -3,13 +3,30 @@
 
 const ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+// Within one millisecond this process counts up from the last random tail, so its own ids
+// never repeat (a repeat would fail the insert) and keep their order.
+let lastTime = -1;
+let lastTail: number[] = [];
+
 export function newQueueId(now = Date.now()): string {
   let time = "";
   for (let t = now, i = 0; i < 9; i++, t = Math.floor(t / 32)) time = ALPHABET[t % 32] + time;
-  const rnd = crypto.getRandomValues(new Uint8Array(7));
-  let tail = "";
-  for (const b of rnd) tail += ALPHABET[b % 32];
-  return time + tail;
+  if (now !== lastTime || !increment(lastTail)) {
+    lastTime = now;
+    lastTail = [...crypto.getRandomValues(new Uint8Array(7))].map((b) => b % 32);
+  }
+  return time + lastTail.map((d) => ALPHABET[d]).join("");
+}
+
+function increment(digits: number[]): boolean {
+  for (let i = digits.length - 1; i >= 0; i--) {
+    if (digits[i]! < 31) {
+      digits[i]!++;
+      return true;
+    }
+    digits[i] = 0;
+  }
+  return false;
 }
 
 export const isQueueId = (s: string): boolean => /^[0-9A-HJKMNP-TV-Z]{16}$/.test(s);

@@ -3,7 +3,7 @@
 // i.e. after its rows (and spool file, if any) are on disk.
 
 import { Database } from "bun:sqlite";
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { GroupCommit } from "./group-commit.ts";
 import { Spool } from "./spool.ts";
@@ -96,7 +96,11 @@ export class QueueStore {
 
   static open(stateDir: string): QueueStore {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    const db = new Database(join(stateDir, "queue.db"), { create: true, strict: true });
+    // The queue holds addresses and message bodies: 0600. SQLite gives the -wal and -shm
+    // files the mode of the database file, so creating that one first covers all three.
+    const path = join(stateDir, "queue.db");
+    closeSync(openSync(path, "a", 0o600));
+    const db = new Database(path, { create: true, strict: true });
     // WAL + FULL: every commit fsyncs the WAL, so a 250 reply survives power loss.
     db.run("PRAGMA journal_mode = WAL");
     db.run("PRAGMA synchronous = FULL");

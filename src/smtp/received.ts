@@ -26,9 +26,12 @@ export function receivedHeader(t: TraceInfo): string {
   );
 }
 
-/** Client-supplied text in a header: printable ASCII without parentheses or angle brackets, bounded. */
+/**
+ * Client-supplied text in a header: printable ASCII without parentheses, angle brackets, quotes
+ * or ";" (which starts the date for a parser, hiding the client's address behind it), bounded.
+ */
 function clean(s: string): string {
-  return s.replace(/[^\x21-\x7e]|[()<>\\]/g, "").slice(0, 255);
+  return s.replace(/[^\x21-\x7e]|[()<>\\;"]/g, "").slice(0, 255);
 }
 
 const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];

@@ -27,7 +27,7 @@ function verdict(relay: RelayConfig, trusted: boolean, rcpt: string): Verdict {
   return relayPolicy(relay)({ client: client(trusted), sender: "sender@outside.example", recipient: mailbox(rcpt) });
 }
 
-const ACCEPTED = { kind: "accept" };
+const ACCEPTED = { kind: "accept" } as const;
 const RELAY_DENIED = { kind: "reject", code: 554, status: "5.7.1", text: "Relaying denied" };
 const NO_ROUTE = { kind: "reject", code: 550, status: "5.4.4" };
 
