@@ -223,6 +223,7 @@ export class DeliveryWorker {
             failed,
             route: route.uri,
             now,
+            id: store.newId(now),
           }),
         );
       } else {

@@ -3,7 +3,6 @@
 // carrying the original headers only, not the body.
 
 import { rfc5322Date } from "../smtp/received.ts";
-import { newQueueId } from "./id.ts";
 import type { NewMessage } from "./store.ts";
 
 export interface FailedRecipient {
@@ -22,6 +21,8 @@ export interface BounceInput {
   readonly failed: readonly FailedRecipient[];
   readonly route: string;
   readonly now: number;
+  /** The bounce's own queue id. */
+  readonly id: string;
 }
 
 // An enhanced status code (RFC 3463) where a reply carries one: first, or right after the reply
@@ -29,7 +30,7 @@ export interface BounceInput {
 const STATUS_IN_TEXT = /(?:^|\b\d{3}[ -])([245])\.(\d{1,3})\.(\d{1,3})\b/;
 
 export function buildBounce(b: BounceInput): NewMessage {
-  const id = newQueueId(b.now);
+  const id = b.id;
   const boundary = `=_mailraven_${id}`;
   const date = rfc5322Date(new Date(b.now));
   const lines = (s: string) => s.replace(/\r?\n/g, "\r\n");

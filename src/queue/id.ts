@@ -1,21 +1,24 @@
-// Queue ids: time-ordered (so `ls` of the spool and the queue listing sort by arrival) and
-// random enough that two relays never collide. 16 characters of Crockford base32.
+// Queue ids: time-ordered (so listings and the spool sort by arrival) and random enough that
+// two relays never collide. 16 characters of Crockford base32: 9 of milliseconds, 7 random.
+// Within one millisecond a generator counts up from its last random tail, so its own ids
+// never repeat (a repeat would fail the insert) and keep their order. The queue store owns
+// the one generator of a process.
 
 const ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-// Within one millisecond this process counts up from the last random tail, so its own ids
-// never repeat (a repeat would fail the insert) and keep their order.
-let lastTime = -1;
-let lastTail: number[] = [];
+export class QueueIdGenerator {
+  private lastTime = -1;
+  private lastTail: number[] = [];
 
-export function newQueueId(now = Date.now()): string {
-  let time = "";
-  for (let t = now, i = 0; i < 9; i++, t = Math.floor(t / 32)) time = ALPHABET[t % 32] + time;
-  if (now !== lastTime || !increment(lastTail)) {
-    lastTime = now;
-    lastTail = [...crypto.getRandomValues(new Uint8Array(7))].map((b) => b % 32);
+  next(now = Date.now()): string {
+    let time = "";
+    for (let t = now, i = 0; i < 9; i++, t = Math.floor(t / 32)) time = ALPHABET[t % 32] + time;
+    if (now !== this.lastTime || !increment(this.lastTail)) {
+      this.lastTime = now;
+      this.lastTail = [...crypto.getRandomValues(new Uint8Array(7))].map((b) => b % 32);
+    }
+    return time + this.lastTail.map((d) => ALPHABET[d]).join("");
   }
-  return time + lastTail.map((d) => ALPHABET[d]).join("");
 }
 
 function increment(digits: number[]): boolean {

@@ -6,6 +6,7 @@ import { Database } from "bun:sqlite";
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { GroupCommit } from "./group-commit.ts";
+import { QueueIdGenerator } from "./id.ts";
 import { Spool } from "./spool.ts";
 
 export interface NewMessage {
@@ -65,6 +66,7 @@ CREATE INDEX IF NOT EXISTS recipients_message ON recipients(message_id);
 
 export class QueueStore {
   readonly spool: Spool;
+  private readonly ids = new QueueIdGenerator();
   private readonly commits: GroupCommit;
   private readonly q;
 
@@ -110,6 +112,11 @@ export class QueueStore {
     const store = new QueueStore(db, stateDir);
     store.spool.removeOrphans((id) => store.q.hasMessage.get(id) !== null);
     return store;
+  }
+
+  /** A new queue id, for a message about to be enqueued. */
+  newId(now = Date.now()): string {
+    return this.ids.next(now);
   }
 
   /** Commits the message; the body is either inline or already durable in the spool. */

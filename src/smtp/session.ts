@@ -8,7 +8,6 @@ import { routeFor } from "../checks/relay-policy.ts";
 import type { Config } from "../config/types.ts";
 import type { Logger } from "../log.ts";
 import { anyContains } from "../net/cidr.ts";
-import { newQueueId } from "../queue/id.ts";
 import type { QueueStore } from "../queue/store.ts";
 import type { Verdict } from "../verdict.ts";
 import { parseMailbox, type Mailbox } from "./address.ts";
@@ -73,7 +72,7 @@ export function sessionHooks(deps: SessionDeps) {
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: Callback) {
       const started = Date.now();
-      const id = newQueueId(started);
+      const id = store.newId(started);
       const info = client(session);
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
       const recipients = session.envelope.rcptTo.map((r) => parseMailbox(r.address)).filter((m): m is Mailbox => !!m);

@@ -1,6 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { buildBounce, type BounceInput } from "../../src/queue/dsn.ts";
-import { isQueueId } from "../../src/queue/id.ts";
+import { isQueueId, QueueIdGenerator } from "../../src/queue/id.ts";
+
+const ids = new QueueIdGenerator();
 
 const NOW = Date.UTC(2024, 2, 5, 12, 0, 0);
 const ORIGINAL_HEADERS =
@@ -17,6 +19,7 @@ function input(over: Partial<BounceInput> = {}): BounceInput {
     failed: [{ address: "bob@remote.example", diagnostic: "550 5.1.1 <bob@remote.example>: Recipient address rejected: User unknown", remote: true }],
     route: "smtp://10.0.0.5",
     now: NOW,
+    id: ids.next(NOW),
     ...over,
   };
 }

@@ -1,5 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { isQueueId, newQueueId } from "../../src/queue/id.ts";
+import { isQueueId, QueueIdGenerator } from "../../src/queue/id.ts";
+
+const generator = new QueueIdGenerator();
+const newQueueId = (t?: number) => generator.next(t);
 
 describe("newQueueId", () => {
   test("is 16 characters of Crockford base32", () => {

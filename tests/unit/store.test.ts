@@ -2,7 +2,10 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { newQueueId } from "../../src/queue/id.ts";
+import { QueueIdGenerator } from "../../src/queue/id.ts";
+
+const ids = new QueueIdGenerator();
+const newQueueId = (t: number) => ids.next(t);
 import { QueueStore, type NewMessage } from "../../src/queue/store.ts";
 
 const root = mkdtempSync(join(tmpdir(), "mailraven-store-"));
