@@ -8,6 +8,12 @@ export function messageSize(maxSize: number) {
     ctx.sizeExceeded ? reject(552, "5.3.4", `Message size exceeds fixed limit of ${maxSize} bytes`, "message too large") : ACCEPT;
 }
 
+/** Too many Received: headers means the message is going round in circles (RFC 5321 6.3). */
+export function hopCount(maxHops: number) {
+  return (ctx: DataContext): Verdict =>
+    ctx.hops > maxHops ? reject(554, "5.4.6", `Too many hops (${ctx.hops} Received: headers); is there a mail loop?`, "mail loop") : ACCEPT;
+}
+
 /**
  * A bare LF or CR in the content is refused, like Postfix's smtpd_forbid_bare_newline. A next
  * hop that accepts "<LF>.<LF>" or "<LF>.<CR><LF>" as the end of data would otherwise read the

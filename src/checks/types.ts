@@ -27,6 +27,8 @@ export interface DataContext {
   readonly size: number;
   readonly sizeExceeded: boolean;
   readonly bareNewline: boolean;
+  /** Received: headers already in the message. */
+  readonly hops: number;
 }
 
 export type Check<C> = (ctx: C) => Verdict | Promise<Verdict>;

@@ -21,6 +21,7 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       max_message_size: size(c.smtp.maxMessageSize),
       max_recipients: c.smtp.maxRecipients,
       max_line_length: c.smtp.maxLineLength,
+      max_hops: c.smtp.maxHops,
       greeting_delay: formatDuration(c.smtp.greetingDelayMs),
       greeting_allowlist: c.smtp.greetingAllowlist.map((x) => x.text),
       shutdown_timeout: formatDuration(c.smtp.shutdownTimeoutMs),

@@ -21,7 +21,7 @@ export function parseConfig(doc: unknown, env: { cwd: string } = { cwd: process.
 
   const smtpObj = r.section(top.smtp, "smtp", [
     "listen", "max_connections", "max_connections_per_ip", "idle_timeout", "command_timeout", "max_message_size",
-    "max_recipients", "max_line_length", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls",
+    "max_recipients", "max_line_length", "max_hops", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls",
   ]);
   const relayObj = r.section(top.relay, "relay", ["domains", "relay_networks", "smarthost"]);
   const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size"]);
@@ -41,6 +41,8 @@ export function parseConfig(doc: unknown, env: { cwd: string } = { cwd: process.
       maxRecipients: r.int(smtpObj, "max_recipients", "smtp", 100, 1, 100_000),
       // RFC 5321 4.5.3.1.4 allows 512 octets per command; extensions (SIZE, SMTPUTF8, DSN) need more room.
       maxLineLength: r.int(smtpObj, "max_line_length", "smtp", 2048, 512, 1_048_576),
+      // Postfix's hopcount_limit: more Received: headers than this is a loop.
+      maxHops: r.int(smtpObj, "max_hops", "smtp", 50, 1, 1000),
       greetingDelayMs: r.duration(smtpObj, "greeting_delay", "smtp", 1000),
       greetingAllowlist: cidrs(r, smtpObj, "greeting_allowlist", "smtp", []),
       shutdownTimeoutMs: r.duration(smtpObj, "shutdown_timeout", "smtp", 30_000),

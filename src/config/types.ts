@@ -31,6 +31,7 @@ export interface SmtpConfig {
   readonly maxMessageSize: number;
   readonly maxRecipients: number;
   readonly maxLineLength: number;
+  readonly maxHops: number;
   readonly greetingDelayMs: number;
   readonly greetingAllowlist: readonly Cidr[];
   readonly shutdownTimeoutMs: number;

@@ -5,6 +5,8 @@ import type { Spool, SpoolWriter } from "../queue/spool.ts";
 
 const CR = 0x0d;
 const LF = 0x0a;
+/** Header sections longer than this are not searched for Received: lines. */
+const HEADER_SCAN_LIMIT = 256 * 1024;
 
 export class BodyCollector {
   private chunks: Uint8Array[] = [];
@@ -14,6 +16,9 @@ export class BodyCollector {
   size = 0;
   bareNewline = false;
   overLimit = false;
+  /** Received: headers the client sent, counted once the header section is complete. */
+  hops = 0;
+  private headerText: string | null = "";
 
   constructor(
     private readonly spool: Spool,
@@ -31,13 +36,19 @@ export class BodyCollector {
     this.size += chunk.length;
     if (this.size > this.maxSize) this.overLimit = true;
     if (!this.bareNewline) this.scanLineEndings(chunk);
+    if (this.headerText !== null) this.scanHeaders(chunk);
     // Past the limit the message is going to be refused: read on to keep the session in sync, keep nothing.
     if (!this.overLimit) this.store(chunk);
   }
 
-  /** Finishes the body: inline bytes, or null after the spool file is durable. */
-  async finish(): Promise<Uint8Array | null> {
+  /** The client's data is complete: settles what was undecided at the last chunk's edge. */
+  end(): void {
+    if (this.headerText !== null) this.scanHeaders(new Uint8Array(0));
     if (this.prev === CR) this.bareNewline = true;
+  }
+
+  /** Stores the body: inline bytes, or null after the spool file is durable. */
+  async finish(): Promise<Uint8Array | null> {
     if (!this.file) return concat(this.chunks, this.buffered);
     await this.file.commit();
     return null;
@@ -62,6 +73,18 @@ export class BodyCollector {
       for (const c of this.chunks) this.file.write(c);
       this.chunks = [];
     }
+  }
+
+  // Counting Received: lines is how a relay notices a mail loop (RFC 5321 6.3).
+  private scanHeaders(chunk: Uint8Array): void {
+    const text = this.headerText + Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("latin1");
+    const end = text.startsWith("\r\n") ? 0 : text.indexOf("\r\n\r\n");
+    if (end === -1 && text.length < HEADER_SCAN_LIMIT && chunk.length > 0) {
+      this.headerText = text;
+      return;
+    }
+    this.hops = (text.slice(0, end === -1 ? undefined : end).match(/^received:/gim) ?? []).length;
+    this.headerText = null;
   }
 
   // Walks line ends with the native indexOf rather than byte by byte: a 25 MiB body has

@@ -97,7 +97,16 @@ export function sessionHooks(deps: SessionDeps) {
         failTemporarily(session, "data stream failed", err, callback);
       });
       stream.on("end", async () => {
-        const ctx: DataContext = { client: info, sender, recipients, size: body.size, sizeExceeded: body.overLimit || stream.sizeExceeded, bareNewline: body.bareNewline };
+        body.end();
+        const ctx: DataContext = {
+          client: info,
+          sender,
+          recipients,
+          size: body.size,
+          sizeExceeded: body.overLimit || stream.sizeExceeded,
+          bareNewline: body.bareNewline,
+          hops: body.hops,
+        };
         const fields = { cid: session.id, client_ip: info.ip, queue_id: id, from: sender, rcpt_count: recipients.length, size: body.size };
         try {
           const verdict = await runStage(pipeline.data, ctx);

@@ -1,7 +1,7 @@
 // Every configured limit, with the exact reply a client sees.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { queueCounts, Relay } from "../helpers/relay.ts";
+import { queueCounts, Relay, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
 
@@ -55,11 +55,15 @@ describe("connection limits", () => {
     expect(r2.text).toBe("4.3.2 Too many connections, try again later");
     await overAll.closed;
 
-    // A slot freed is a slot available again.
+    // A slot freed is a slot available again (once the relay has seen the close).
     a1.close();
     await a1.closed;
-    const again = await SmtpTalk.open(relay.port, { localAddress: "127.0.0.3" });
-    expect(again.greeting.code).toBe(220);
+    const again = await waitFor(async () => {
+      const attempt = await SmtpTalk.open(relay.port, { localAddress: "127.0.0.3" });
+      if (attempt.greeting.code === 220) return attempt;
+      attempt.talk.close();
+      return null;
+    }, 5000, "a free slot");
     for (const t of [a2, b1, again.talk]) t.close();
     await relay.waitForLog((l) => l.msg === "connection refused" && l.reason === "max_connections_per_ip");
   });

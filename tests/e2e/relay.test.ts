@@ -81,6 +81,17 @@ describe("accept and deliver", () => {
     expect(queueCounts(relay.dir)).toEqual({ messages: 0, recipients: 0 });
   });
 
+  test("a message that already passed 50 relays is a loop: 554 5.4.6, nothing queued", async () => {
+    const { talk: t } = await SmtpTalk.open(relay.port);
+    await t.send("EHLO client.test");
+    const loop = await t.transaction("loop@origin.test", ["bob@dest.test"], `${"Received: from a by b; Sat, 21 Nov 2026 08:00:00 +0000\r\n".repeat(51)}Subject: loop\r\n\r\nx\r\n`);
+    expect(loop.code).toBe(554);
+    expect(loop.text).toStartWith("5.4.6 Too many hops");
+    const fifty = await t.transaction("loop@origin.test", ["bob@dest.test"], `${"Received: from a by b; Sat, 21 Nov 2026 08:00:00 +0000\r\n".repeat(50)}Subject: ok\r\n\r\nx\r\n`);
+    expect(fifty.code).toBe(250);
+    t.close();
+  });
+
   test("the accept log line carries the fields an admin greps for, and no body", async () => {
     const line = await relay.waitForLog((l) => l.msg === "message accepted" && l.from === "swaks@origin.test");
     for (const k of ["cid", "client_ip", "queue_id", "from", "rcpt_count", "size", "code", "duration_ms"]) expect(line).toHaveProperty(k);

@@ -22,6 +22,7 @@ function collector(opts: { inlineMax?: number; maxSize?: number } = {}): { c: Bo
 async function bare(...chunks: string[]): Promise<boolean> {
   const { c } = collector();
   for (const ch of chunks) c.push(bytes(ch));
+  c.end();
   await c.finish();
   return c.bareNewline;
 }
@@ -184,5 +185,27 @@ describe("size limit", () => {
     expect(statSync(spool.pathOf(id)).size).toBeLessThanOrEqual(100);
     c.discard();
     expect(existsSync(spool.pathOf(id))).toBe(false);
+  });
+});
+
+describe("BodyCollector hop counting", () => {
+  const collect = (chunks: string[]) => {
+    const dir = mkdtempSync(join(tmpdir(), "mr-hops-"));
+    const c = new BodyCollector(new Spool(dir), "HOPS", 1 << 20, 1 << 20);
+    for (const ch of chunks) c.push(new TextEncoder().encode(ch));
+    c.end();
+    rmSync(dir, { recursive: true, force: true });
+    return c.hops;
+  };
+  test("counts Received: lines in the header section only, whatever the chunking", () => {
+    const msg = "Received: from a\r\n\tby b; x\r\nRECEIVED: from c\r\nSubject: s\r\n\r\nReceived: in the body\r\n";
+    expect(collect([msg])).toBe(2);
+    expect(collect(msg.split(""))).toBe(2);
+  });
+  test("a message without a body still has its header section counted at the end", () => {
+    expect(collect(["Received: x\r\nReceived: y\r\n"])).toBe(2);
+  });
+  test("no header section at all", () => {
+    expect(collect(["\r\nReceived: body\r\n"])).toBe(0);
   });
 });

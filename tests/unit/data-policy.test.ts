@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { bareNewline, messageSize } from "../../src/checks/data-policy.ts";
+import { bareNewline, hopCount, messageSize } from "../../src/checks/data-policy.ts";
 import type { DataContext } from "../../src/checks/types.ts";
 
 function ctx(over: Partial<DataContext>): DataContext {
@@ -10,9 +10,20 @@ function ctx(over: Partial<DataContext>): DataContext {
     size: 100,
     sizeExceeded: false,
     bareNewline: false,
+    hops: 0,
     ...over,
   };
 }
+
+describe("hopCount", () => {
+  const check = hopCount(50);
+  test("up to the limit is accepted", () => {
+    expect(check(ctx({ hops: 50 }))).toEqual({ kind: "accept" });
+  });
+  test("over the limit is a loop: 554 5.4.6", () => {
+    expect(check(ctx({ hops: 51 }))).toMatchObject({ kind: "reject", code: 554, status: "5.4.6", reason: "mail loop" });
+  });
+});
 
 describe("messageSize", () => {
   const check = messageSize(1_048_576);
