@@ -7,6 +7,8 @@ import { SmtpTalk } from "../helpers/smtp-talk.ts";
 
 let sink: Sink;
 let relay: Relay;
+// Connection caps get a relay of their own: closing a session there must not race the next test.
+let capped: Relay;
 
 beforeAll(async () => {
   sink = await Sink.start();
@@ -14,8 +16,6 @@ beforeAll(async () => {
     config: {
       relay: { domains: { "dest.test": sink.route }, relay_networks: ["127.0.0.0/8"] },
       smtp: {
-        max_connections: 3,
-        max_connections_per_ip: 2,
         max_message_size: "2KiB",
         max_recipients: 3,
         max_line_length: 512,
@@ -24,15 +24,20 @@ beforeAll(async () => {
       },
     },
   });
+  capped = await Relay.start({
+    config: { relay: { domains: { "dest.test": sink.route } }, smtp: { max_connections: 3, max_connections_per_ip: 2 } },
+  });
 });
 afterAll(async () => {
-  await relay.stop();
-  relay.cleanup();
+  for (const r of [relay, capped]) {
+    await r.stop();
+    r.cleanup();
+  }
   await sink.close();
 });
 
-async function ehlo(from?: string): Promise<SmtpTalk> {
-  const { talk, greeting } = await SmtpTalk.open(relay.port, from ? { localAddress: from } : {});
+async function ehlo(from?: string, port = relay.port): Promise<SmtpTalk> {
+  const { talk, greeting } = await SmtpTalk.open(port, from ? { localAddress: from } : {});
   expect(greeting.code).toBe(220);
   expect((await talk.send("EHLO client.test")).code).toBe(250);
   return talk;
@@ -40,16 +45,16 @@ async function ehlo(from?: string): Promise<SmtpTalk> {
 
 describe("connection limits", () => {
   test("per client IP: the next connection gets 421 4.7.0 and is closed; per listener: 421 4.3.2", async () => {
-    const a1 = await ehlo("127.0.0.1");
-    const a2 = await ehlo("127.0.0.1");
-    const overIp = await SmtpTalk.connect(relay.port, { localAddress: "127.0.0.1" });
+    const a1 = await ehlo("127.0.0.1", capped.port);
+    const a2 = await ehlo("127.0.0.1", capped.port);
+    const overIp = await SmtpTalk.connect(capped.port, { localAddress: "127.0.0.1" });
     const r1 = await overIp.reply();
     expect(r1.code).toBe(421);
     expect(r1.text).toBe("4.7.0 Too many connections from your IP address, try again later");
     await overIp.closed;
 
-    const b1 = await ehlo("127.0.0.2");
-    const overAll = await SmtpTalk.connect(relay.port, { localAddress: "127.0.0.3" });
+    const b1 = await ehlo("127.0.0.2", capped.port);
+    const overAll = await SmtpTalk.connect(capped.port, { localAddress: "127.0.0.3" });
     const r2 = await overAll.reply();
     expect(r2.code).toBe(421);
     expect(r2.text).toBe("4.3.2 Too many connections, try again later");
@@ -59,13 +64,13 @@ describe("connection limits", () => {
     a1.close();
     await a1.closed;
     const again = await waitFor(async () => {
-      const attempt = await SmtpTalk.open(relay.port, { localAddress: "127.0.0.3" });
+      const attempt = await SmtpTalk.open(capped.port, { localAddress: "127.0.0.3" });
       if (attempt.greeting.code === 220) return attempt;
       attempt.talk.close();
       return null;
     }, 5000, "a free slot");
     for (const t of [a2, b1, again.talk]) t.close();
-    await relay.waitForLog((l) => l.msg === "connection refused" && l.reason === "max_connections_per_ip");
+    await capped.waitForLog((l) => l.msg === "connection refused" && l.reason === "max_connections_per_ip");
   });
 });
 
