@@ -58,7 +58,8 @@ export function parseConfig(doc: unknown, env: { cwd: string } = { cwd: process.
       inlineMaxSize: r.size(queueObj, "inline_max_size", "queue", 128 * 1024, 0),
     },
     delivery: {
-      concurrencyPerRoute: r.int(deliveryObj, "concurrency_per_route", "delivery", 10, 1, 1000),
+      // Postfix's default_destination_concurrency_limit.
+      concurrencyPerRoute: r.int(deliveryObj, "concurrency_per_route", "delivery", 20, 1, 1000),
       connectTimeoutMs: r.duration(deliveryObj, "connect_timeout", "delivery", 30_000, 100),
       timeoutMs: r.duration(deliveryObj, "timeout", "delivery", 300_000, 1000),
       idleConnectionTtlMs: r.duration(deliveryObj, "idle_connection_ttl", "delivery", 5_000),

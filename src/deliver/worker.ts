@@ -160,6 +160,9 @@ export class DeliveryWorker {
       const reason = `4.4.1 Connection to ${job.route.uri} failed: ${(err as Error).message}`;
       results = job.recipients.map(() => ({ kind: "temporary" as const, response: reason }));
     }
+    // The connection is free again: hand it the next job now rather than after this
+    // outcome's fsync, so a route's sessions never sit idle waiting for the disk.
+    this.dispatch();
     try {
       await this.record(job, results);
     } catch (err) {

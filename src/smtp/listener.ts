@@ -4,14 +4,13 @@
 import { readFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
-import { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
 import type { Config, ListenAddress } from "../config/types.ts";
 import type { Logger } from "../log.ts";
 import { anyContains } from "../net/cidr.ts";
-import { adaptConnection } from "./connection-adapter.ts";
+import { RelayConnection, type ConnectionOwner } from "./connection-adapter.ts";
 import { sessionHooks, type SessionDeps } from "./session.ts";
 
-class RelaySmtpServer extends SMTPServer {
+class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
   private readonly perIp = new Map<string, number>();
 
   constructor(options: SMTPServerOptions, private readonly config: Config, private readonly log: Logger) {
@@ -26,35 +25,32 @@ class RelaySmtpServer extends SMTPServer {
     const current = this.perIp.get(ip) ?? 0;
     if (current >= smtp.maxConnectionsPerIp) return this.refuse(socket, ip, "421 4.7.0 Too many connections from your IP address, try again later", "max_connections_per_ip");
     this.perIp.set(ip, current + 1);
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      const n = (this.perIp.get(ip) ?? 1) - 1;
-      if (n <= 0) this.perIp.delete(ip);
-      else this.perIp.set(ip, n);
-    };
 
-    const conn = new SMTPConnection(this, socket, socketOptions);
-    // Release the slot when the session ends (QUIT), as the library does for its own count,
-    // not when the TCP close completes: a client that reconnects right after 221 must fit.
-    const close = conn.close.bind(conn);
-    conn.close = () => {
-      release();
-      close();
-    };
-    socket.once("close", release);
+    const conn = new RelayConnection(this, socket, socketOptions);
+    conn.owner = this;
+    conn.slotIp = ip;
+    conn.commandTimeoutMs = smtp.commandTimeoutMs;
     const trusted = anyContains(this.config.relay.relayNetworks, ip) || anyContains(smtp.greetingAllowlist, ip);
-    adaptConnection(conn, {
-      greetingDelayMs: trusted ? 0 : smtp.greetingDelayMs,
-      commandTimeoutMs: smtp.commandTimeoutMs,
-      onCommandTimeout: () => this.log.info("command timeout", { cid: conn.id, client_ip: ip }),
-    });
+    conn.greetingDelayMs = trusted ? 0 : smtp.greetingDelayMs;
     this.connections.add(conn);
-    conn.on("error", (err: Error) => this.log.warn("connection error", { cid: conn.id, client_ip: ip, error: err }));
-    conn.on("connect", (data: unknown) => this.emit("connect", data));
+    conn.on("error", this.onConnectionError);
+    conn.on("connect", this.onConnectionReady);
     conn.init();
   }
+
+  releaseSlot(ip: string): void {
+    const n = (this.perIp.get(ip) ?? 1) - 1;
+    if (n <= 0) this.perIp.delete(ip);
+    else this.perIp.set(ip, n);
+  }
+
+  commandTimedOut(conn: RelayConnection): void {
+    this.log.info("command timeout", { cid: conn.id, client_ip: conn.remoteAddress });
+  }
+
+  // Shared listeners (`this` is the connection), so an idle connection carries no closures.
+  private readonly onConnectionError = (err: Error) => this.log.warn("connection error", { error: err });
+  private readonly onConnectionReady = (data: unknown) => this.emit("connect", data);
 
   private refuse(socket: Socket, ip: string, reply: string, reason: string): void {
     this.log.warn("connection refused", { client_ip: ip, reason });

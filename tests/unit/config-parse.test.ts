@@ -43,7 +43,7 @@ describe("defaults", () => {
       [5, 15, 30, 60, 120, 240, 480, 960, 1440].map((m) => m * 60_000),
     );
     expect(c.queue.inlineMaxSize).toBe(128 * 1024);
-    expect(c.delivery).toEqual({ concurrencyPerRoute: 10, connectTimeoutMs: 30_000, timeoutMs: 300_000, idleConnectionTtlMs: 5_000 });
+    expect(c.delivery).toEqual({ concurrencyPerRoute: 20, connectTimeoutMs: 30_000, timeoutMs: 300_000, idleConnectionTtlMs: 5_000 });
   });
 
   test("explicit values replace the defaults, with units converted", () => {
