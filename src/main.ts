@@ -2,10 +2,14 @@
 
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
+import { restoreBackup, RestoreError } from "./backup/restore.ts";
+import { createBackup } from "./backup/snapshot.ts";
+import { adminClient, CliError } from "./cli/admin-client.ts";
+import { queueCommand } from "./cli/queue-cmd.ts";
 import { effectiveConfig } from "./config/display.ts";
 import { DEFAULT_CONFIG_PATH, loadConfig, type ConfigSource } from "./config/load.ts";
 import { ConfigErrors } from "./config/reader.ts";
-import { createLogger } from "./log.ts";
+import { createLogger, type Logger } from "./log.ts";
 import { serve } from "./serve.ts";
 import { runSink } from "./sink.ts";
 
@@ -17,14 +21,26 @@ const USAGE = `mailraven ${VERSION}: an edge mail relay
 Usage: mailraven <command> [options]
 
 Commands:
-  serve          run the relay (SMTP listeners and delivery)
-  check-config   validate the configuration and print the effective settings
-  sink           run a local test next hop that stores every message it receives
-  version        print the version
+  serve                     run the relay (SMTP listeners, delivery, admin API); SIGHUP reloads
+  check-config              validate the configuration and print the effective settings
+  queue ls [filters]        list queued messages (--state queued|deferred, --domain D,
+                            --older-than 2h, --limit N, --after ID)
+  queue show ID             envelope and per-recipient status of one message
+  queue retry ID            make a message due now
+  queue flush               make every queued message due now
+  queue rm ID --bounce|--silent
+                            delete a message, telling the sender or not
+  backup [--offline]        hot backup through the admin API (or directly on the state
+                            directory with --offline); prints where it went
+  restore BACKUP [--force]  put a backup in place of the queue (relay stopped; the current
+                            queue is kept aside; --force needed if one exists)
+  sink                      run a local test next hop that stores every message it receives
+  version                   print the version
 
 Options:
   --config PATH        configuration file (default ${DEFAULT_CONFIG_PATH})
   --embedded-config    use the built-in local trial configuration instead of a file
+  --json               machine-readable output (queue, backup, restore)
   --listen HOST:PORT   (sink) address to listen on (default 127.0.0.1:2526)
   --dir PATH           (sink) where to store messages (default ./data/sink)
   -h, --help           show this help
@@ -39,6 +55,16 @@ async function main(argv: string[]): Promise<number> {
       options: {
         config: { type: "string" },
         "embedded-config": { type: "boolean" },
+        json: { type: "boolean" },
+        offline: { type: "boolean" },
+        force: { type: "boolean" },
+        bounce: { type: "boolean" },
+        silent: { type: "boolean" },
+        state: { type: "string" },
+        domain: { type: "string" },
+        "older-than": { type: "string" },
+        limit: { type: "string" },
+        after: { type: "string" },
         listen: { type: "string" },
         dir: { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -48,28 +74,32 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`mailraven: ${(err as Error).message}\n\n${USAGE}`);
     return 2;
   }
-  const { values, positionals } = parsed;
-  const command = positionals[0];
-  if (values.help || command === "help" || command === undefined) {
+  const { values: v, positionals } = parsed;
+  const [command, ...rest] = positionals;
+  if (v.help || command === "help" || command === undefined) {
     process.stdout.write(USAGE);
-    return command === undefined && !values.help ? 2 : 0;
+    return command === undefined && !v.help ? 2 : 0;
   }
-  const source: ConfigSource = values["embedded-config"] ? { kind: "embedded" } : { kind: "file", path: resolve(values.config ?? DEFAULT_CONFIG_PATH) };
+  const source: ConfigSource = v["embedded-config"] ? { kind: "embedded" } : { kind: "file", path: resolve(v.config ?? DEFAULT_CONFIG_PATH) };
+  const configArgs = source.kind === "embedded" ? ["--embedded-config"] : ["--config", source.path];
+  const out = (s: string) => process.stdout.write(s);
+  const json = (o: unknown) => out(`${JSON.stringify(o, null, 2)}\n`);
 
   switch (command) {
     case "version":
-      process.stdout.write(`mailraven ${VERSION}\n`);
+      out(`mailraven ${VERSION}\n`);
       return 0;
     case "check-config": {
       const config = loadConfig(source);
-      process.stdout.write(`# configuration is valid\n${Bun.YAML.stringify(effectiveConfig(config), null, 2)}\n`);
+      out(`# configuration is valid\n${Bun.YAML.stringify(effectiveConfig(config), null, 2)}\n`);
       return 0;
     }
     case "serve": {
       const config = loadConfig(source);
       const log = createLogger(config.logLevel);
       installCrashGuards(log);
-      const running = await serve(config, log, VERSION);
+      const running = await serve(config, log, VERSION, { reloadConfig: () => loadConfig(source), configArgs });
+      process.on("SIGHUP", () => running.reload());
       await new Promise<void>((done) => {
         const stop = () => void running.shutdown().then(done);
         process.once("SIGTERM", stop);
@@ -77,10 +107,30 @@ async function main(argv: string[]): Promise<number> {
       });
       return 0;
     }
+    case "queue":
+      return queueCommand(loadConfig(source), { positionals: rest, json: !!v.json, state: v.state, domain: v.domain, olderThan: v["older-than"], limit: v.limit, after: v.after, bounce: !!v.bounce, silent: !!v.silent }, out);
+    case "backup": {
+      const config = loadConfig(source);
+      const result = v.offline
+        ? await createBackup(config.stateDir, config.backup.dir, config.backup.keep)
+        : ((await adminClient(config).request("POST", "/admin/backup")) as { path: string; bytes: number; messages: number; duration_ms: number });
+      if (v.json) json(result);
+      else out(`backup written to ${result.path} (${result.bytes} bytes, ${result.messages} queued message(s), ${result.duration_ms} ms)\n`);
+      return 0;
+    }
+    case "restore": {
+      const [from] = rest;
+      if (!from) throw new CliError("mailraven restore needs the backup directory, e.g. /var/lib/mailraven/backups/mailraven-20261121T020000Z");
+      const config = loadConfig(source);
+      const result = restoreBackup(resolve(from), config.stateDir, !!v.force);
+      if (v.json) json(result);
+      else out(`restored ${result.messages} message(s) from ${result.restored_from}${result.previous_state_kept_in ? `; the previous queue is in ${result.previous_state_kept_in}` : ""}\n`);
+      return 0;
+    }
     case "sink": {
       const log = createLogger("info");
-      const [host, port] = splitHostPort(values.listen ?? "127.0.0.1:2526");
-      const server = await runSink(host, port, resolve(values.dir ?? "data/sink"), log);
+      const [host, port] = splitHostPort(v.listen ?? "127.0.0.1:2526");
+      const server = await runSink(host, port, resolve(v.dir ?? "data/sink"), log);
       await new Promise<void>((done) => {
         const stop = () => server.close(() => done());
         process.once("SIGTERM", stop);
@@ -101,17 +151,24 @@ function splitHostPort(text: string): [string, number] {
 }
 
 /** A bug in one session must not take the relay down: log it and carry on. */
-function installCrashGuards(log: ReturnType<typeof createLogger>): void {
+function installCrashGuards(log: Logger): void {
   process.on("uncaughtException", (err) => log.error("uncaught exception", { error: err, stack: err.stack }));
   process.on("unhandledRejection", (err) => log.error("unhandled rejection", { error: err }));
 }
 
+/** Expected failures get one clear line and their own exit status; anything else its stack. */
+function exitStatus(err: unknown): number {
+  const e = err as Error;
+  if (err instanceof ConfigErrors) {
+    process.stderr.write(`mailraven: ${e.message}\n`);
+    return 78;
+  }
+  const expected = err instanceof CliError || err instanceof RestoreError || /^(cannot listen|another mailraven)/.test(e.message ?? "");
+  process.stderr.write(`mailraven: ${expected ? e.message : (e.stack ?? e)}\n`);
+  return 1;
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
-  (err) => {
-    // Expected failures (bad config, port taken) get one clear line; anything else its stack.
-    const e = err as Error;
-    process.stderr.write(`mailraven: ${err instanceof ConfigErrors || e.message?.startsWith("cannot listen") ? e.message : (e.stack ?? e)}\n`);
-    process.exit(err instanceof ConfigErrors ? 78 : 1);
-  },
+  (err) => process.exit(exitStatus(err)),
 );

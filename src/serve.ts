@@ -1,38 +1,104 @@
-// `mailraven serve`: open the queue, start the delivery worker and the SMTP listeners, and
-// shut down in order on SIGTERM: stop accepting, let sessions finish, let deliveries record.
+// `mailraven serve`: take the state lock, open the queue, start delivery, the SMTP listeners
+// and the admin API; reload on SIGHUP; shut down in order on SIGTERM: stop accepting, let
+// sessions finish, let deliveries record their outcome, close the queue.
 
-import { buildPipeline } from "./checks/index.ts";
+import { createAdminApp } from "./admin/app.ts";
+import { requestIp, startAdminServer, type AdminServer } from "./admin/server.ts";
+import { BackupRunner } from "./backup/runner.ts";
 import type { Config } from "./config/types.ts";
 import { DeliveryWorker } from "./deliver/worker.ts";
+import { Live } from "./live.ts";
 import type { Logger } from "./log.ts";
+import { createMetrics, registerQueueGauges } from "./metrics.ts";
+import { bounceFor } from "./queue/bounce.ts";
 import { QueueStore } from "./queue/store.ts";
+import { buildRuntime } from "./runtime.ts";
 import { assertLibraryCompatible } from "./smtp/connection-adapter.ts";
 import { startSmtpListener, type SmtpListener } from "./smtp/listener.ts";
+import { acquireStateLock } from "./state-lock.ts";
 
 const DELIVERY_DRAIN_MS = 10_000;
 
+export interface ServeOptions {
+  /** Loads the configuration again (SIGHUP). */
+  readonly reloadConfig: () => Config;
+  /** The arguments that name the same configuration, for the backup process. */
+  readonly configArgs: readonly string[];
+}
+
 export interface Running {
   readonly listeners: readonly SmtpListener[];
+  readonly admin: AdminServer | null;
+  reload(): void;
   shutdown(): Promise<void>;
 }
 
-export async function serve(config: Config, log: Logger, version: string): Promise<Running> {
+export async function serve(config: Config, log: Logger, version: string, opts: ServeOptions): Promise<Running> {
   assertLibraryCompatible();
+  const runtime = new Live(buildRuntime(config));
+  const lock = acquireStateLock(config.stateDir);
   const store = QueueStore.open(config.stateDir);
-  const worker = new DeliveryWorker({ config, store, log });
-  const pipeline = buildPipeline(config);
+  const metrics = createMetrics();
+  registerQueueGauges(metrics, store);
+  const worker = new DeliveryWorker({ config: () => runtime.get().config, store, log, metrics });
   const listeners: SmtpListener[] = [];
+  let admin: AdminServer | null = null;
+
+  const remove = async (id: string, bounce: boolean): Promise<boolean> => {
+    const found = store.message(id);
+    if (!found) return false;
+    const now = Date.now();
+    const failed = found.recipients.map((r) => ({ address: r.address, diagnostic: "5.0.0 Deleted from the queue by the administrator", remote: false }));
+    const b = bounce ? await bounceFor(store, runtime.get().config, log, { messageId: id, sender: found.summary.sender, receivedAt: found.summary.receivedAt, failed }, now) : null;
+    const removed = await store.remove(id, b ? [b] : []);
+    log.info("message deleted by the administrator", { queue_id: id, bounced: !!b });
+    if (b) worker.wake();
+    return removed;
+  };
+
   try {
     for (const address of config.smtp.listen) {
-      listeners.push(await startSmtpListener(address, { config, pipeline, store, log, onQueued: () => worker.wake() }));
+      listeners.push(await startSmtpListener(address, { runtime, store, log, metrics, onQueued: () => worker.wake() }));
+    }
+    if (config.admin.listen) {
+      const app = createAdminApp({
+        store,
+        log,
+        metrics,
+        wake: () => worker.wake(),
+        remove,
+        backups: new BackupRunner(store, metrics, () => [...opts.configArgs]),
+        token: () => runtime.get().config.admin.token?.value ?? null,
+        clientIp: requestIp,
+        listenersUp: () => listeners.length,
+      });
+      admin = startAdminServer(app, config.admin.listen, runtime.get().adminTls);
+      log.info("admin listening", { address: config.admin.listen.host, port: admin.port, tls: !!config.admin.tls, token: !!config.admin.token });
     }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     store.close();
+    lock.release();
     throw err;
   }
   worker.start();
   log.info("mailraven started", { version, hostname: config.hostname, state_dir: config.stateDir, queue: store.depth() });
+
+  const reload = () => {
+    let next;
+    try {
+      next = buildRuntime(opts.reloadConfig());
+    } catch (err) {
+      log.error("configuration reload refused; the running configuration stays in force", { error: (err as Error).message });
+      return;
+    }
+    const before = runtime.get().config;
+    const needRestart = (["stateDir", "logLevel"] as const).filter((k) => before[k] !== next.config[k]);
+    if (JSON.stringify(before.smtp.listen) !== JSON.stringify(next.config.smtp.listen)) needRestart.push("smtp.listen" as never);
+    if (JSON.stringify(before.admin.listen) !== JSON.stringify(next.config.admin.listen)) needRestart.push("admin.listen" as never);
+    runtime.set(next);
+    log.info("configuration reloaded", needRestart.length ? { restart_needed_for: needRestart } : {});
+  };
 
   let stopping: Promise<void> | null = null;
   const shutdown = () =>
@@ -43,8 +109,10 @@ export async function serve(config: Config, log: Logger, version: string): Promi
       // Deliveries in flight get a moment to record their outcome; any cut short stay
       // queued and are sent again after restart (at-least-once).
       await Promise.race([worker.stop(), Bun.sleep(DELIVERY_DRAIN_MS)]);
+      await admin?.stop();
       store.close();
+      lock.release();
       log.info("stopped", { duration_ms: Date.now() - started });
     })());
-  return { listeners, shutdown };
+  return { listeners, admin, reload, shutdown };
 }

@@ -42,5 +42,13 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       timeout: formatDuration(c.delivery.timeoutMs),
       idle_connection_ttl: formatDuration(c.delivery.idleConnectionTtlMs),
     },
+    admin: {
+      enabled: c.admin.listen !== null,
+      listen: c.admin.listen ? hostPort(c.admin.listen.host, c.admin.listen.port) : null,
+      // Never the value: only where it comes from.
+      token: c.admin.token ? `(redacted, from ${c.admin.token.source})` : null,
+      tls: c.admin.tls ? { cert_file: c.admin.tls.certFile, key_file: c.admin.tls.keyFile } : null,
+    },
+    backup: { dir: c.backup.dir, keep: c.backup.keep },
   };
 }

@@ -6,15 +6,27 @@ import { domainToASCII } from "node:url";
 import { parseCidr, type Cidr } from "../net/cidr.ts";
 import type { LogLevel } from "../log.ts";
 import { parseDuration } from "../units.ts";
-import { ConfigErrors, join, Reader, type Obj } from "./reader.ts";
-import type { Config, ListenAddress, Route, TlsFiles } from "./types.ts";
+import { readFileSync } from "node:fs";
+import { ConfigErrors, join, Reader, type Obj, type SecretSources } from "./reader.ts";
+import type { AdminConfig, Config, ListenAddress, Route, TlsFiles } from "./types.ts";
 
 const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h"];
 const DEFAULT_PORTS = { smtp: 25, lmtp: 24 } as const;
 
-export function parseConfig(doc: unknown, env: { cwd: string } = { cwd: process.cwd() }): Config {
+export interface ParseEnv {
+  /** Relative paths in the document are resolved against this directory. */
+  readonly cwd: string;
+  readonly vars?: Readonly<Record<string, string | undefined>>;
+  readonly readFile?: (path: string) => string;
+}
+
+export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }): Config {
   const r = new Reader();
-  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery"]);
+  const secrets: SecretSources = {
+    vars: env.vars ?? process.env,
+    readFile: env.readFile ?? ((p) => readFileSync(resolve(env.cwd, p), "utf8")),
+  };
+  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup"]);
 
   const hostname = r.string(top, "hostname", "", osHostname());
   if (!isHostname(hostname)) r.fail("hostname", "a fully qualified host name such as mx.example.org", hostname);
@@ -26,10 +38,13 @@ export function parseConfig(doc: unknown, env: { cwd: string } = { cwd: process.
   const relayObj = r.section(top.relay, "relay", ["domains", "relay_networks", "smarthost"]);
   const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size"]);
   const deliveryObj = r.section(top.delivery, "delivery", ["concurrency_per_route", "connect_timeout", "timeout", "idle_connection_ttl"]);
+  const adminObj = r.section(top.admin, "admin", ["enabled", "listen", "token", "token_file", "token_env", "tls"]);
+  const backupObj = r.section(top.backup, "backup", ["dir", "keep"]);
+  const stateDir = resolve(env.cwd, r.string(top, "state_dir", "", "/var/lib/mailraven"));
 
   const config: Config = {
     hostname: hostname.toLowerCase(),
-    stateDir: resolve(env.cwd, r.string(top, "state_dir", "", "/var/lib/mailraven")),
+    stateDir,
     logLevel: r.oneOf<LogLevel>(top, "log_level", "", ["debug", "info", "warn", "error"], "info"),
     smtp: {
       listen: listenAddresses(r, smtpObj),
@@ -64,6 +79,11 @@ export function parseConfig(doc: unknown, env: { cwd: string } = { cwd: process.
       timeoutMs: r.duration(deliveryObj, "timeout", "delivery", 300_000, 1000),
       idleConnectionTtlMs: r.duration(deliveryObj, "idle_connection_ttl", "delivery", 5_000),
     },
+    admin: adminConfig(r, adminObj, secrets, env.cwd),
+    backup: {
+      dir: resolve(env.cwd, r.string(backupObj, "dir", "backup", resolve(stateDir, "backups"))),
+      keep: r.int(backupObj, "keep", "backup", 7, 1, 10_000),
+    },
   };
   if (r.problems.length) throw new ConfigErrors(r.problems);
   return deepFreeze(config);
@@ -77,6 +97,28 @@ function listenAddresses(r: Reader, smtp: Obj): ListenAddress[] {
     if (!parsed || parsed.port === undefined) return r.fail(join("smtp.listen", i), 'an address such as "0.0.0.0:25" or "[::]:25"', item) ?? [];
     return [{ host: parsed.host, port: parsed.port }];
   });
+}
+
+function adminConfig(r: Reader, admin: Obj, secrets: SecretSources, cwd: string): AdminConfig {
+  const enabled = admin.enabled === undefined || admin.enabled === null ? true : admin.enabled;
+  if (typeof enabled !== "boolean") r.fail("admin.enabled", "true or false", enabled);
+  const text = r.string(admin, "listen", "admin", "127.0.0.1:8025");
+  const listen = parseHostPort(text);
+  if (!listen || listen.port === undefined) r.fail("admin.listen", 'an address such as "127.0.0.1:8025"', text);
+  const tls = tlsFiles(r, admin.tls, "admin.tls", cwd);
+  // A bearer token crossing a network in clear text is as good as published.
+  if (enabled && listen && !isLoopback(listen.host) && !tls) {
+    r.problems.push(`admin.listen: ${text} is not a loopback address; the admin API then requires admin.tls (cert_file and key_file), or listen on 127.0.0.1`);
+  }
+  return {
+    listen: enabled && listen?.port !== undefined ? { host: listen.host, port: listen.port } : null,
+    token: r.secret(admin, "token", "admin", secrets, 32) ?? null,
+    tls,
+  };
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 function tlsFiles(r: Reader, value: unknown, path: string, cwd: string): TlsFiles | null {

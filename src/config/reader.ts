@@ -2,6 +2,13 @@
 // so one run of check-config reports all mistakes at once instead of the first.
 
 import { parseDuration, parseSize } from "../units.ts";
+import type { Secret } from "./types.ts";
+
+/** Where secrets may come from; injected so tests need no real environment. */
+export interface SecretSources {
+  readonly vars: Readonly<Record<string, string | undefined>>;
+  readFile(path: string): string;
+}
 
 export type Obj = Record<string, unknown>;
 
@@ -79,6 +86,48 @@ export class Reader {
     if (v === undefined || v === null) return undefined;
     if (!Array.isArray(v)) return this.fail(join(path, key), "a list", v);
     return v;
+  }
+
+  /**
+   * A secret given as `key` (inline), `key_file` (file contents, trimmed) or `key_env`
+   * (environment variable); at most one of them. Undefined when none is set.
+   */
+  secret(obj: Obj, key: string, path: string, env: SecretSources, minLength: number): Secret | undefined {
+    const given = [key, `${key}_file`, `${key}_env`].filter((k) => obj[k] !== undefined && obj[k] !== null);
+    if (given.length > 1) {
+      this.problems.push(`${path}: set only one of ${given.map((k) => join(path, k)).join(", ")}`);
+      return undefined;
+    }
+    const which = given[0];
+    if (!which) return undefined;
+    const raw = this.string(obj, which, path, "");
+    if (!raw) return undefined;
+    let value: string | undefined;
+    let source: string;
+    if (which === key) {
+      value = raw;
+      source = "inline";
+    } else if (which.endsWith("_file")) {
+      source = `file ${raw}`;
+      try {
+        value = env.readFile(raw).trim();
+      } catch (err) {
+        this.problems.push(`${join(path, which)}: cannot read ${raw}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+        return undefined;
+      }
+    } else {
+      source = `environment variable ${raw}`;
+      value = env.vars[raw];
+      if (!value) {
+        this.problems.push(`${join(path, which)}: environment variable ${raw} is not set or empty`);
+        return undefined;
+      }
+    }
+    if (value.length < minLength) {
+      this.problems.push(`${join(path, which)}: the secret must be at least ${minLength} characters, found ${value.length}; generate one with: openssl rand -hex 32`);
+      return undefined;
+    }
+    return { value, source };
   }
 
   oneOf<T extends string>(obj: Obj, key: string, path: string, choices: readonly T[], fallback: T): T {

@@ -58,6 +58,25 @@ export interface DeliveryConfig {
   readonly idleConnectionTtlMs: number;
 }
 
+export interface AdminConfig {
+  /** Null when admin.enabled is false. */
+  readonly listen: ListenAddress | null;
+  /** Null: no token configured, the /admin/* routes answer 503. */
+  readonly token: Secret | null;
+  readonly tls: TlsFiles | null;
+}
+
+export interface BackupConfig {
+  readonly dir: string;
+  readonly keep: number;
+}
+
+/** A secret with where it came from; only `source` is ever printed. */
+export interface Secret {
+  readonly value: string;
+  readonly source: string;
+}
+
 export interface Config {
   readonly hostname: string;
   readonly stateDir: string;
@@ -66,4 +85,6 @@ export interface Config {
   readonly relay: RelayConfig;
   readonly queue: QueueConfig;
   readonly delivery: DeliveryConfig;
+  readonly admin: AdminConfig;
+  readonly backup: BackupConfig;
 }

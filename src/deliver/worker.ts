@@ -4,14 +4,15 @@
 // queue only after every recipient got a final answer (at-least-once delivery).
 
 import { createReadStream } from "node:fs";
-import { open } from "node:fs/promises";
 import { routeFor } from "../checks/relay-policy.ts";
 import type { Config, Route } from "../config/types.ts";
 import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
 import { parseMailbox } from "../smtp/address.ts";
 import { nextAttemptAt } from "../queue/backoff.ts";
-import { buildBounce, type FailedRecipient } from "../queue/dsn.ts";
-import type { DueRecipient, NewMessage, QueueStore, RecipientOutcome } from "../queue/store.ts";
+import { bounceFor } from "../queue/bounce.ts";
+import type { FailedRecipient } from "../queue/dsn.ts";
+import type { DueRecipient, QueueStore, RecipientOutcome } from "../queue/store.ts";
 import { RoutePool } from "./pool.ts";
 import type { RecipientResult } from "./result.ts";
 
@@ -21,14 +22,15 @@ interface Job {
   readonly recipients: DueRecipient[];
 }
 
-const MAX_HEADER_BYTES = 64 * 1024;
 const WAKE_COALESCE_MS = 5;
 const TICK_FLOOR_MS = 100;
 /** Jobs held in memory waiting for a free connection; past this the queue stays on disk. */
 const MAX_WAITING = 2000;
 
 export interface WorkerDeps {
-  readonly config: Config;
+  /** The configuration in force now (it changes on reload). */
+  readonly config: () => Config;
+  readonly metrics: Metrics;
   readonly store: QueueStore;
   readonly log: Logger;
   readonly now?: () => number;
@@ -80,7 +82,8 @@ export class DeliveryWorker {
   private tick(): void {
     if (this.stopped) return;
     const now = this.now();
-    const { store, config } = this.deps;
+    const { store } = this.deps;
+    const config = this.deps.config();
     // Fetch past the recipients already in hand so new due work is always found.
     const room = MAX_WAITING - this.waitingCount();
     const due = room <= 0 ? [] : store.due(now, this.inFlight.size + room).filter((r) => !this.inFlight.has(r.rowId));
@@ -136,8 +139,9 @@ export class DeliveryWorker {
   private pool(route: Route): RoutePool {
     let pool = this.pools.get(route.uri);
     if (!pool) {
-      const d = this.deps.config.delivery;
-      pool = new RoutePool(route, { heloName: this.deps.config.hostname, connectTimeoutMs: d.connectTimeoutMs, timeoutMs: d.timeoutMs }, d.concurrencyPerRoute, d.idleConnectionTtlMs);
+      const config = this.deps.config();
+      const d = config.delivery;
+      pool = new RoutePool(route, { heloName: config.hostname, connectTimeoutMs: d.connectTimeoutMs, timeoutMs: d.timeoutMs }, d.concurrencyPerRoute, d.idleConnectionTtlMs);
       this.pools.set(route.uri, pool);
     }
     return pool;
@@ -196,66 +200,34 @@ export class DeliveryWorker {
   }
 
   private async record(job: Job, results: RecipientResult[]): Promise<void> {
-    const { store, config, log } = this.deps;
+    const { store, log, metrics } = this.deps;
+    const config = this.deps.config();
     const now = this.now();
     const outcomes: RecipientOutcome[] = [];
     const failed: FailedRecipient[] = [];
     job.recipients.forEach((r, i) => {
       const res = results[i] ?? { kind: "temporary", response: "4.3.0 no result" };
-      if (res.kind === "ok") return outcomes.push({ kind: "delivered", rowId: r.rowId, response: res.response });
+      if (res.kind === "ok") {
+        metrics.deliveryAttempts.inc({ route: job.route.uri, outcome: "delivered" });
+        metrics.deliverySeconds.observe((now - r.receivedAt) / 1000);
+        return outcomes.push({ kind: "delivered", rowId: r.rowId, response: res.response });
+      }
       const retryAt = res.kind === "temporary" ? nextAttemptAt(config.queue.retryScheduleMs, r.attempts + 1, now) : null;
+      metrics.deliveryAttempts.inc({ route: job.route.uri, outcome: retryAt === null ? "failed" : "deferred" });
       if (retryAt !== null) return outcomes.push({ kind: "deferred", rowId: r.rowId, error: res.response, nextAttemptAt: retryAt });
       const diagnostic = res.kind === "temporary" ? `${res.response} (gave up after ${r.attempts + 1} attempts)` : res.response;
       outcomes.push({ kind: "failed", rowId: r.rowId, error: diagnostic });
       failed.push({ address: r.address, diagnostic, remote: /^\d{3}[ -]/.test(res.response) });
       log.warn("recipient failed", { queue_id: job.messageId, rcpt: r.address, attempts: r.attempts + 1, error: diagnostic });
     });
-    const bounces: NewMessage[] = [];
     const first = job.recipients[0]!;
-    if (failed.length && first.sender !== "") {
-      const senderBox = parseMailbox(first.sender);
-      const route = senderBox && routeFor(config.relay, senderBox);
-      if (route) {
-        bounces.push(
-          buildBounce({
-            reportingHost: config.hostname,
-            originalId: job.messageId,
-            originalSender: first.sender,
-            originalReceivedAt: first.receivedAt,
-            originalHeaders: await this.headersOf(job.messageId),
-            failed,
-            route: route.uri,
-            now,
-            id: store.newId(now),
-          }),
-        );
-      } else {
-        log.error("bounce not sent: no route to the sender's domain", { queue_id: job.messageId, from: first.sender });
-      }
-    }
+    const bounce = await bounceFor(store, config, log, { messageId: job.messageId, sender: first.sender, receivedAt: first.receivedAt, failed }, now);
+    const bounces = bounce ? [bounce] : [];
     await store.record(outcomes, bounces, [job.messageId]);
     if (bounces.length) {
+      metrics.bouncesQueued.inc();
       log.info("bounce queued", { queue_id: bounces[0]!.id, original_queue_id: job.messageId, rcpt_count: failed.length });
       this.wake();
     }
-  }
-
-  private async headersOf(messageId: string): Promise<string> {
-    const body = this.deps.store.body(messageId);
-    let bytes: Uint8Array;
-    if (body.inline) bytes = body.inline.subarray(0, MAX_HEADER_BYTES);
-    else {
-      const fh = await open(body.spoolPath!, "r");
-      try {
-        const buf = new Uint8Array(MAX_HEADER_BYTES);
-        const { bytesRead } = await fh.read(buf, 0, MAX_HEADER_BYTES, 0);
-        bytes = buf.subarray(0, bytesRead);
-      } finally {
-        await fh.close();
-      }
-    }
-    const text = new TextDecoder("latin1").decode(bytes);
-    const end = text.indexOf("\r\n\r\n");
-    return end === -1 ? text : text.slice(0, end + 2);
   }
 }

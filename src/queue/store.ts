@@ -37,6 +37,38 @@ export type RecipientOutcome =
   | { readonly kind: "deferred"; readonly rowId: number; readonly error: string; readonly nextAttemptAt: number }
   | { readonly kind: "failed"; readonly rowId: number; readonly error: string };
 
+export interface MessageSummary {
+  readonly id: string;
+  readonly sender: string;
+  readonly size: number;
+  readonly receivedAt: number;
+  readonly clientIp: string;
+  readonly recipients: number;
+  readonly deferred: number;
+  readonly nextAttemptAt: number;
+  readonly lastError: string | null;
+}
+
+export interface RecipientDetail {
+  readonly address: string;
+  readonly route: string;
+  readonly attempts: number;
+  readonly nextAttemptAt: number;
+  readonly lastError: string | null;
+}
+
+export interface ListFilter {
+  /** "deferred": at least one recipient failed an attempt; "queued": none has yet. */
+  readonly state?: "queued" | "deferred";
+  /** Only messages with a recipient in this domain. */
+  readonly domain?: string;
+  /** Only messages received before this time (ms since the epoch). */
+  readonly receivedBefore?: number;
+  /** Page after this queue id (ids sort by arrival). */
+  readonly after?: string;
+  readonly limit: number;
+}
+
 export interface StoredBody {
   readonly inline: Uint8Array | null;
   readonly spoolPath: string | null;
@@ -69,6 +101,8 @@ export class QueueStore {
   private readonly ids = new QueueIdGenerator();
   private readonly commits: GroupCommit;
   private readonly q;
+  /** While a backup copies the spool, files are not removed but remembered here. */
+  private heldRemovals: string[] | null = null;
 
   private constructor(readonly db: Database, stateDir: string) {
     this.spool = new Spool(join(stateDir, "spool"));
@@ -89,6 +123,17 @@ export class QueueStore {
       remaining: db.query<{ n: number }, [string]>("SELECT COUNT(*) AS n FROM recipients WHERE message_id = ?"),
       deleteMessage: db.query("DELETE FROM messages WHERE id = ?"),
       hasMessage: db.query<{ one: number }, [string]>("SELECT 1 AS one FROM messages WHERE id = ?"),
+      byState: db.query<{ state: string; recipients: number }, []>(
+        "SELECT CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END AS state, COUNT(*) AS recipients FROM recipients GROUP BY 1",
+      ),
+      message: db.query<{ id: string; sender: string; size: number; received_at: number; client_ip: string }, [string]>(
+        "SELECT id, sender, size, received_at, client_ip FROM messages WHERE id = ?",
+      ),
+      recipientsOf: db.query<{ address: string; route: string; attempts: number; next_attempt_at: number; last_error: string | null }, [string]>(
+        "SELECT address, route, attempts, next_attempt_at, last_error FROM recipients WHERE message_id = ? ORDER BY id",
+      ),
+      retryMessage: db.query<unknown, [number, string, number]>("UPDATE recipients SET next_attempt_at = ? WHERE message_id = ? AND next_attempt_at > ?"),
+      retryAll: db.query<unknown, [number, number]>("UPDATE recipients SET next_attempt_at = ? WHERE next_attempt_at > ?"),
       depth: db.query<{ messages: number; recipients: number; deferred: number }, []>(
         `SELECT (SELECT COUNT(*) FROM messages) AS messages, COUNT(*) AS recipients,
                 COALESCE(SUM(attempts > 0), 0) AS deferred FROM recipients`,
@@ -142,8 +187,112 @@ export class QueueStore {
       }
     });
     // The row is gone for good; a crash before this unlink leaves an orphan that start-up removes.
-    for (const id of finished) this.spool.remove(id);
+    for (const id of finished) this.removeSpool(id);
     return finished;
+  }
+
+  /** Removes a message and all its recipients, queuing the given bounces in the same commit. */
+  async remove(messageId: string, bounces: readonly NewMessage[]): Promise<boolean> {
+    let found = false;
+    await this.commits.submit(() => {
+      found = this.q.hasMessage.get(messageId) !== null;
+      if (!found) return;
+      this.q.deleteMessage.run(messageId);
+      for (const b of bounces) this.insert(b);
+    });
+    if (found) this.removeSpool(messageId);
+    return found;
+  }
+
+  /** Makes every recipient of a message (or of every message) due now; returns how many. */
+  async retryNow(messageId: string | null, now = Date.now()): Promise<number> {
+    let changed = 0;
+    await this.commits.submit(() => {
+      changed = (messageId === null ? this.q.retryAll.run(now, now) : this.q.retryMessage.run(now, messageId, now)).changes;
+    });
+    return changed;
+  }
+
+  message(id: string): { summary: MessageSummary; recipients: RecipientDetail[] } | null {
+    const m = this.q.message.get(id);
+    if (!m) return null;
+    const recipients = this.q.recipientsOf.all(id).map((r) => ({
+      address: r.address,
+      route: r.route,
+      attempts: r.attempts,
+      nextAttemptAt: r.next_attempt_at,
+      lastError: r.last_error,
+    }));
+    return {
+      summary: {
+        id: m.id,
+        sender: m.sender,
+        size: m.size,
+        receivedAt: m.received_at,
+        clientIp: m.client_ip,
+        recipients: recipients.length,
+        deferred: recipients.filter((r) => r.attempts > 0).length,
+        nextAttemptAt: Math.min(...recipients.map((r) => r.nextAttemptAt)),
+        lastError: recipients.find((r) => r.lastError)?.lastError ?? null,
+      },
+      recipients,
+    };
+  }
+
+  list(f: ListFilter): MessageSummary[] {
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    if (f.after) (where.push("m.id > ?"), args.push(f.after));
+    if (f.receivedBefore !== undefined) (where.push("m.received_at < ?"), args.push(f.receivedBefore));
+    if (f.domain) (where.push("EXISTS (SELECT 1 FROM recipients d WHERE d.message_id = m.id AND lower(d.address) LIKE ? ESCAPE '\\')"), args.push(`%@${f.domain.toLowerCase().replace(/[\\%_]/g, "\\$&")}`));
+    const having = f.state === "deferred" ? "HAVING deferred > 0" : f.state === "queued" ? "HAVING deferred = 0" : "";
+    const sql = `SELECT m.id, m.sender, m.size, m.received_at, m.client_ip, COUNT(r.id) AS recipients,
+        COALESCE(SUM(r.attempts > 0), 0) AS deferred, MIN(r.next_attempt_at) AS next_attempt_at, MAX(r.last_error) AS last_error
+      FROM messages m JOIN recipients r ON r.message_id = m.id
+      ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+      GROUP BY m.id ${having} ORDER BY m.id LIMIT ?`;
+    type Row = { id: string; sender: string; size: number; received_at: number; client_ip: string; recipients: number; deferred: number; next_attempt_at: number; last_error: string | null };
+    return this.db.query<Row, (string | number)[]>(sql).all(...args, f.limit).map((r) => ({
+      id: r.id,
+      sender: r.sender,
+      size: r.size,
+      receivedAt: r.received_at,
+      clientIp: r.client_ip,
+      recipients: r.recipients,
+      deferred: r.deferred,
+      nextAttemptAt: r.next_attempt_at,
+      lastError: r.last_error,
+    }));
+  }
+
+  depthByState(): { state: string; recipients: number }[] {
+    return this.q.byState.all();
+  }
+
+  /** True when the database takes a write lock (readiness). */
+  writable(): boolean {
+    try {
+      this.db.run("BEGIN IMMEDIATE");
+      this.db.run("ROLLBACK");
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Keeps spool files in place until the returned function is called (for a consistent backup). */
+  holdSpoolRemovals(): () => void {
+    this.heldRemovals ??= [];
+    return () => {
+      const held = this.heldRemovals ?? [];
+      this.heldRemovals = null;
+      for (const id of held) this.spool.remove(id);
+    };
+  }
+
+  private removeSpool(id: string): void {
+    if (this.heldRemovals) this.heldRemovals.push(id);
+    else this.spool.remove(id);
   }
 
   due(now: number, limit: number): DueRecipient[] {

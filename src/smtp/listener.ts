@@ -1,11 +1,13 @@
 // One SMTP listener: smtp-server configured from our settings, with connection limits
 // enforced before a session exists (so an over-limit client costs one write and a close).
 
-import { readFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
 import type { Config, ListenAddress } from "../config/types.ts";
+import type { Live } from "../live.ts";
 import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import type { Runtime } from "../runtime.ts";
 import { anyContains } from "../net/cidr.ts";
 import { RelayConnection, type ConnectionOwner } from "./connection-adapter.ts";
 import { sessionHooks, type SessionDeps } from "./session.ts";
@@ -13,13 +15,14 @@ import { sessionHooks, type SessionDeps } from "./session.ts";
 class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
   private readonly perIp = new Map<string, number>();
 
-  constructor(options: SMTPServerOptions, private readonly config: Config, private readonly log: Logger) {
+  constructor(options: SMTPServerOptions, private readonly runtime: Live<Runtime>, private readonly log: Logger, private readonly metrics: Metrics) {
     super(options);
   }
 
   override connect(socket: Socket, socketOptions?: Parameters<SMTPServer["connect"]>[1]): void {
     const ip = socket.remoteAddress ?? "";
-    const { smtp } = this.config;
+    const config = this.runtime.get().config;
+    const { smtp } = config;
     // Postfix-style: the refusal is the greeting, then the connection closes.
     if (this.connections.size >= smtp.maxConnections) return this.refuse(socket, ip, "421 4.3.2 Too many connections, try again later", "max_connections");
     const current = this.perIp.get(ip) ?? 0;
@@ -30,7 +33,7 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     conn.owner = this;
     conn.slotIp = ip;
     conn.commandTimeoutMs = smtp.commandTimeoutMs;
-    const trusted = anyContains(this.config.relay.relayNetworks, ip) || anyContains(smtp.greetingAllowlist, ip);
+    const trusted = anyContains(config.relay.relayNetworks, ip) || anyContains(smtp.greetingAllowlist, ip);
     conn.greetingDelayMs = trusted ? 0 : smtp.greetingDelayMs;
     this.connections.add(conn);
     conn.on("error", this.onConnectionError);
@@ -53,6 +56,7 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
   private readonly onConnectionReady = (data: unknown) => this.emit("connect", data);
 
   private refuse(socket: Socket, ip: string, reply: string, reason: string): void {
+    this.metrics.connectionsRejected.inc({ reason });
     this.log.warn("connection refused", { client_ip: ip, reason });
     socket.on("error", () => {});
     socket.end(`${reply}\r\n`);
@@ -66,35 +70,48 @@ export interface SmtpListener {
   close(): Promise<void>;
 }
 
+/** smtp-server reads these options at use, so a reload can change them in place. */
+function liveOptions(config: Config) {
+  return {
+    size: config.smtp.maxMessageSize,
+    maxRecipients: config.smtp.maxRecipients,
+    maxCommandLength: config.smtp.maxLineLength,
+    socketTimeout: config.smtp.idleTimeoutMs,
+    closeTimeout: config.smtp.shutdownTimeoutMs,
+  };
+}
+
 export async function startSmtpListener(address: ListenAddress, deps: SessionDeps): Promise<SmtpListener> {
-  const { config, log } = deps;
-  const tls = config.smtp.tls;
+  const { log, runtime } = deps;
+  const { config, smtpTls } = runtime.get();
   const hooks = sessionHooks(deps);
   const server = new RelaySmtpServer(
     {
       name: config.hostname,
       banner: "mailraven",
-      size: config.smtp.maxMessageSize,
-      maxRecipients: config.smtp.maxRecipients,
-      maxCommandLength: config.smtp.maxLineLength,
-      socketTimeout: config.smtp.idleTimeoutMs,
-      closeTimeout: config.smtp.shutdownTimeoutMs,
+      ...liveOptions(config),
       hideENHANCEDSTATUSCODES: false,
-      hideSTARTTLS: !tls,
+      hideSTARTTLS: !smtpTls,
       disabledCommands: ["AUTH"],
       authOptional: true,
       disableReverseLookup: true,
       logger: false,
-      ...(tls ? { key: readFileSync(tls.keyFile), cert: readFileSync(tls.certFile), minVersion: "TLSv1.2" as const } : {}),
+      ...(smtpTls ? { key: smtpTls.key, cert: smtpTls.cert, minVersion: "TLSv1.2" as const } : {}),
       onConnect: hooks.onConnect,
       onClose: hooks.onClose,
       onRcptTo: hooks.onRcptTo,
       onData: hooks.onData,
     },
-    config,
+    runtime,
     log,
+    deps.metrics,
   );
   server.on("error", (err: Error) => log.error("smtp server error", { error: err }));
+  // New limits and certificates apply to the next session; sessions in progress keep theirs.
+  runtime.onChange((next) => {
+    Object.assign(server.options, liveOptions(next.config), { name: next.config.hostname, hideSTARTTLS: !next.smtpTls });
+    if (next.smtpTls) server.updateSecureContext({ key: next.smtpTls.key, cert: next.smtpTls.cert, minVersion: "TLSv1.2" });
+  });
   await new Promise<void>((resolve, reject) => {
     server.server.once("error", (err: NodeJS.ErrnoException) =>
       reject(new Error(`cannot listen on ${address.host}:${address.port} (smtp.listen): ${err.code === "EADDRINUSE" ? "address already in use" : err.code === "EACCES" ? "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)" : err.message}`)),
@@ -105,7 +122,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
     });
   });
   const port = (server.server.address() as { port: number }).port;
-  log.info("smtp listening", { address: address.host, port, starttls: !!tls });
+  log.info("smtp listening", { address: address.host, port, starttls: !!smtpTls });
   return {
     address,
     port,

@@ -2,11 +2,14 @@
 // stage's checks and turns the verdict into the reply; nothing else happens here.
 
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from "smtp-server";
-import type { ClientInfo, DataContext, Pipeline } from "../checks/types.ts";
+import type { ClientInfo, DataContext } from "../checks/types.ts";
 import { runStage } from "../checks/types.ts";
 import { routeFor } from "../checks/relay-policy.ts";
 import type { Config } from "../config/types.ts";
+import type { Live } from "../live.ts";
 import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import type { Runtime } from "../runtime.ts";
 import { anyContains } from "../net/cidr.ts";
 import type { QueueStore } from "../queue/store.ts";
 import type { Verdict } from "../verdict.ts";
@@ -15,10 +18,10 @@ import { BodyCollector } from "./body.ts";
 import { receivedHeader } from "./received.ts";
 
 export interface SessionDeps {
-  readonly config: Config;
-  readonly pipeline: Pipeline;
+  readonly runtime: Live<Runtime>;
   readonly store: QueueStore;
   readonly log: Logger;
+  readonly metrics: Metrics;
   /** Told after each commit so delivery starts without waiting for the next poll. */
   readonly onQueued: () => void;
 }
@@ -35,9 +38,9 @@ const replyFor = (v: Exclude<Verdict, { kind: "accept" }>) => new ReplyError(v.c
 const encoder = new TextEncoder();
 
 export function sessionHooks(deps: SessionDeps) {
-  const { config, pipeline, store, log } = deps;
+  const { store, log, metrics } = deps;
 
-  const client = (s: SMTPServerSession): ClientInfo => ({
+  const client = (config: Config, s: SMTPServerSession): ClientInfo => ({
     ip: s.remoteAddress,
     port: s.remotePort,
     hostname: s.clientHostname || "",
@@ -48,11 +51,14 @@ export function sessionHooks(deps: SessionDeps) {
 
   return {
     onConnect(session: SMTPServerSession, callback: Callback) {
+      metrics.connectionsTotal.inc();
+      metrics.connectionsOpen.inc();
       log.info("connect", { cid: session.id, client_ip: session.remoteAddress });
       callback();
     },
 
     onClose(session: SMTPServerSession) {
+      metrics.connectionsOpen.dec();
       log.info("disconnect", { cid: session.id, client_ip: session.remoteAddress, transactions: session.transaction - 1 });
     },
 
@@ -60,9 +66,11 @@ export function sessionHooks(deps: SessionDeps) {
       const recipient = parseMailbox(address.address);
       if (!recipient) return callback(new ReplyError(501, "5.1.3 Bad recipient address syntax"));
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
-      runStage(pipeline.rcpt, { client: client(session), sender, recipient }).then(
+      const { config, pipeline } = deps.runtime.get();
+      runStage(pipeline.rcpt, { client: client(config, session), sender, recipient }).then(
         (v) => {
           if (v.kind === "accept") return callback();
+          (v.kind === "reject" ? metrics.messagesRejected : metrics.messagesDeferred).inc({ stage: "rcpt", reason: v.reason });
           log.info("rcpt rejected", { cid: session.id, client_ip: session.remoteAddress, from: sender, rcpt: address.address, code: v.code, status: v.status, reason: v.reason });
           callback(replyFor(v));
         },
@@ -72,8 +80,9 @@ export function sessionHooks(deps: SessionDeps) {
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: Callback) {
       const started = Date.now();
+      const { config, pipeline } = deps.runtime.get();
       const id = store.newId(started);
-      const info = client(session);
+      const info = client(config, session);
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
       const recipients = session.envelope.rcptTo.map((r) => parseMailbox(r.address)).filter((m): m is Mailbox => !!m);
       const body = new BodyCollector(store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize);
@@ -97,6 +106,7 @@ export function sessionHooks(deps: SessionDeps) {
         failTemporarily(session, "data stream failed", err, callback);
       });
       stream.on("end", async () => {
+        const dataEnd = performance.now();
         body.end();
         const ctx: DataContext = {
           client: info,
@@ -112,6 +122,7 @@ export function sessionHooks(deps: SessionDeps) {
           const verdict = await runStage(pipeline.data, ctx);
           if (verdict.kind !== "accept") {
             body.discard();
+            (verdict.kind === "reject" ? metrics.messagesRejected : metrics.messagesDeferred).inc({ stage: "data", reason: verdict.reason });
             log.info("message rejected", { ...fields, code: verdict.code, status: verdict.status, reason: verdict.reason, duration_ms: Date.now() - started });
             return callback(replyFor(verdict));
           }
@@ -129,6 +140,8 @@ export function sessionHooks(deps: SessionDeps) {
           body.discard();
           return failTemporarily(session, "queue write failed", err, callback);
         }
+        metrics.messagesAccepted.inc();
+        metrics.acceptSeconds.observe((performance.now() - dataEnd) / 1000);
         log.info("message accepted", { ...fields, code: 250, duration_ms: Date.now() - started });
         deps.onQueued();
         callback(null, `2.0.0 Ok: queued as ${id}`);

@@ -47,10 +47,20 @@ describe("command line", () => {
 
 describe("check-config", () => {
   test("the shipped example is valid and documents every key of the effective configuration", async () => {
-    const r = await run("check-config", "--config", EXAMPLE);
+    // The example reads its token from /etc/mailraven/admin.token; point that at a temp file.
+    const dir = tempDir();
+    writeFileSync(join(dir, "admin.token"), "0123456789abcdef".repeat(4) + "\n", { mode: 0o600 });
+    const exampleText0 = await Bun.file(EXAMPLE).text();
+    expect(exampleText0).toContain("token_file: /etc/mailraven/admin.token");
+    const copy = join(dir, "mailraven.yaml");
+    writeFileSync(copy, exampleText0.replace("token_file: /etc/mailraven/admin.token", `token_file: ${join(dir, "admin.token")}`));
+    const r = await run("check-config", "--config", copy);
     expect(r.err).toBe("");
     expect(r.code).toBe(0);
     expect(r.out).toStartWith("# configuration is valid\n");
+    // The token itself is never printed, only where it came from.
+    expect(r.out).not.toContain("0123456789abcdef");
+    expect(r.out).toContain(`token: (redacted, from file ${join(dir, "admin.token")})`);
     const effective = Bun.YAML.parse(r.out) as Record<string, unknown>;
     const exampleText = await Bun.file(EXAMPLE).text();
     const keys = (o: Record<string, unknown>, prefix = ""): string[] =>

@@ -8,6 +8,8 @@ import type { Subprocess } from "bun";
 import { Database } from "bun:sqlite";
 
 export const BINARY = resolve(import.meta.dir, "../../build/mailraven");
+/** The admin token every test relay is given (the minimum is 32 characters). */
+export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123456789";
 
 export type LogLine = { level: string; msg: string } & Record<string, unknown>;
 
@@ -25,6 +27,8 @@ export interface RelayOptions {
 export class Relay {
   readonly logs: LogLine[] = [];
   port = 0;
+  adminPort = 0;
+  configPath = "";
   private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
   readonly exited: Promise<number>;
   stderr = "";
@@ -39,12 +43,14 @@ export class Relay {
     if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run "npm run build" first`);
     const dir = opts.dir ?? tempDir();
     const smtp = (opts.config.smtp ?? {}) as Record<string, unknown>;
+    const admin = (opts.config.admin ?? {}) as Record<string, unknown>;
     const doc = {
       hostname: "relay.test",
       state_dir: join(dir, "state"),
       log_level: "debug",
       ...opts.config,
       smtp: { listen: ["127.0.0.1:0"], greeting_delay: "0s", ...smtp },
+      admin: { listen: "127.0.0.1:0", token: ADMIN_TOKEN, ...admin },
     };
     const configPath = join(dir, "mailraven.yaml");
     writeFileSync(configPath, JSON.stringify(doc, null, 2)); // JSON is YAML
@@ -58,6 +64,8 @@ export class Relay {
     ]);
     void listening;
     relay.port = Number(relay.logs.find((l) => l.msg === "smtp listening")!.port);
+    relay.adminPort = Number(relay.logs.find((l) => l.msg === "admin listening")?.port ?? 0);
+    relay.configPath = configPath;
     return relay;
   }
 
@@ -72,6 +80,11 @@ export class Relay {
       }, timeoutMs);
       this.waiters.push(waiter);
     });
+  }
+
+  /** Calls the admin API with the test token (or the given one). */
+  admin(method: string, path: string, token: string | null = ADMIN_TOKEN): Promise<Response> {
+    return fetch(`http://127.0.0.1:${this.adminPort}${path}`, { method, headers: token === null ? {} : { authorization: `Bearer ${token}` } });
   }
 
   count(msg: string): number {

@@ -1,0 +1,59 @@
+// The admin HTTP API (Hono): health and metrics without auth, everything under /admin/ behind
+// the bearer token. Every error is JSON, never a stack trace.
+
+import { Hono } from "hono";
+import type { BackupRunner } from "../backup/runner.ts";
+import { BackupBusy } from "../backup/runner.ts";
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import { bearerAuth } from "./auth.ts";
+import { ApiError, errorBody } from "./errors.ts";
+import { queueRoutes, type QueueRouteDeps } from "./queue-routes.ts";
+
+export interface AdminDeps extends QueueRouteDeps {
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly backups: BackupRunner;
+  readonly token: () => string | null;
+  readonly clientIp: (req: Request, env: unknown) => string;
+  /** Readiness beyond the queue: e.g. the SMTP listeners are up. */
+  readonly listenersUp: () => number;
+}
+
+export function createAdminApp(deps: AdminDeps): Hono {
+  const app = new Hono();
+
+  app.get("/health", (c) => {
+    const queueWritable = deps.store.writable();
+    const listeners = deps.listenersUp();
+    const ok = queueWritable && listeners > 0;
+    return c.json({ status: ok ? "ok" : "unavailable", queue_writable: queueWritable, smtp_listeners: listeners }, ok ? 200 : 503);
+  });
+
+  app.get("/metrics", async (c) => {
+    c.header("Content-Type", deps.metrics.registry.contentType);
+    return c.body(await deps.metrics.registry.metrics());
+  });
+
+  app.use("/admin/*", bearerAuth(deps));
+  app.route("/admin/queue", queueRoutes(deps));
+  app.post("/admin/backup", async (c) => {
+    try {
+      const result = await deps.backups.run();
+      deps.log.info("backup done", { path: result.path, bytes: result.bytes, messages: result.messages, duration_ms: result.duration_ms });
+      return c.json(result);
+    } catch (err) {
+      if (err instanceof BackupBusy) throw new ApiError(409, "backup_running", err.message);
+      deps.log.error("backup failed", { error: err });
+      throw new ApiError(500, "backup_failed", `backup failed: ${(err as Error).message}`);
+    }
+  });
+
+  app.notFound((c) => c.json(errorBody("not_found", `no route for ${c.req.method} ${c.req.path}`), 404));
+  app.onError((err, c) => {
+    if (err instanceof ApiError) return c.json(errorBody(err.code, err.message), err.status);
+    deps.log.error("admin request failed", { path: c.req.path, error: err });
+    return c.json(errorBody("internal", "internal error; see the log"), 500);
+  });
+  return app;
+}

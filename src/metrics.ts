@@ -1,0 +1,65 @@
+// Prometheus metrics (prom-client on a registry of our own, never the global default).
+// Names follow Prometheus conventions: mailraven_<what>_<unit>, counters end in _total.
+
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+export interface QueueDepthSource {
+  depthByState(): { state: string; recipients: number }[];
+  depth(): { messages: number };
+}
+
+export function createMetrics() {
+  const registry = new Registry();
+  const r = [registry];
+  return {
+    registry,
+    connectionsOpen: new Gauge({ name: "mailraven_smtp_connections_open", help: "SMTP sessions open now", registers: r }),
+    connectionsTotal: new Counter({ name: "mailraven_smtp_connections_total", help: "SMTP connections accepted into a session", registers: r }),
+    connectionsRejected: new Counter({ name: "mailraven_smtp_connections_rejected_total", help: "SMTP connections refused before a session", labelNames: ["reason"], registers: r }),
+    messagesAccepted: new Counter({ name: "mailraven_messages_accepted_total", help: "Messages queued and acknowledged with 250", registers: r }),
+    messagesRejected: new Counter({ name: "mailraven_messages_rejected_total", help: "Recipients or messages refused with 5xx, by stage and reason", labelNames: ["stage", "reason"], registers: r }),
+    messagesDeferred: new Counter({ name: "mailraven_messages_deferred_total", help: "Recipients or messages refused with 4xx, by stage and reason", labelNames: ["stage", "reason"], registers: r }),
+    acceptSeconds: new Histogram({
+      name: "mailraven_accept_duration_seconds",
+      help: "End of DATA to the 250 reply (checks and the durable queue write)",
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: r,
+    }),
+    deliveryAttempts: new Counter({ name: "mailraven_delivery_attempts_total", help: "Recipient delivery attempts by route and outcome", labelNames: ["route", "outcome"], registers: r }),
+    deliverySeconds: new Histogram({
+      name: "mailraven_delivery_latency_seconds",
+      help: "Time from acceptance to final delivery of a recipient",
+      buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 900, 3600, 14400, 86400],
+      registers: r,
+    }),
+    bouncesQueued: new Counter({ name: "mailraven_bounces_total", help: "Delivery status notifications queued to senders", registers: r }),
+    backups: new Counter({ name: "mailraven_backups_total", help: "Backups by outcome", labelNames: ["outcome"], registers: r }),
+    backupLastDuration: new Gauge({ name: "mailraven_backup_last_duration_seconds", help: "Duration of the last successful backup", registers: r }),
+    backupLastSuccess: new Gauge({ name: "mailraven_backup_last_success_timestamp_seconds", help: "Unix time of the last successful backup", registers: r }),
+    adminAuthFailures: new Counter({ name: "mailraven_admin_auth_failures_total", help: "Admin API requests refused for a missing or wrong token", registers: r }),
+  };
+}
+
+/** Queue depth gauges, read from the store when Prometheus scrapes. */
+export function registerQueueGauges(metrics: Metrics, source: QueueDepthSource): void {
+  new Gauge({
+    name: "mailraven_queue_recipients",
+    help: "Recipients waiting in the queue, by state",
+    labelNames: ["state"],
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      for (const { state, recipients } of source.depthByState()) this.set({ state }, recipients);
+    },
+  });
+  new Gauge({
+    name: "mailraven_queue_messages",
+    help: "Messages in the queue",
+    registers: [metrics.registry],
+    collect() {
+      this.set(source.depth().messages);
+    },
+  });
+}
