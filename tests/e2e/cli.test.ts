@@ -60,7 +60,7 @@ describe("check-config", () => {
     expect(r.out).toStartWith("# configuration is valid\n");
     // The token itself is never printed, only where it came from.
     expect(r.out).not.toContain("0123456789abcdef");
-    expect(r.out).toContain(`token: (redacted, from file ${join(dir, "admin.token")})`);
+    expect(r.out).toContain(`token: "(redacted, from file ${join(dir, "admin.token")})"`);
     const effective = Bun.YAML.parse(r.out) as Record<string, unknown>;
     const exampleText = await Bun.file(EXAMPLE).text();
     const keys = (o: Record<string, unknown>, prefix = ""): string[] =>
