@@ -1,7 +1,7 @@
 // Runs the compiled binary (build/mailraven) with a generated config in a temp dir, the way
 // an admin runs it, and exposes its JSON log lines to the test.
 
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -80,6 +80,15 @@ export class Relay {
       }, timeoutMs);
       this.waiters.push(waiter);
     });
+  }
+
+  /** A copy of the config naming the admin port actually bound, for the CLI (which reads the config). */
+  cliConfigPath(): string {
+    const path = join(this.dir, "cli.yaml");
+    const doc = JSON.parse(readFileSync(this.configPath, "utf8")) as Record<string, Record<string, unknown>>;
+    doc.admin = { ...doc.admin, listen: `127.0.0.1:${this.adminPort}` };
+    writeFileSync(path, JSON.stringify(doc, null, 2));
+    return path;
   }
 
   /** Calls the admin API with the test token (or the given one). */
