@@ -88,6 +88,11 @@ describe("check-config", () => {
     ["a bad retry entry", "queue:\n  retry_schedule: [5m, soon]\n", ["queue.retry_schedule[1]: expected a delay"]],
     ["an out-of-range integer", "smtp:\n  max_connections: 0\n", ["smtp.max_connections: expected an integer from 1 to 100000, found number 0"]],
     ["broken YAML", "smtp: [\n", ["not valid YAML"]],
+    ["an admin API on a public address without TLS", "admin:\n  listen: 0.0.0.0:8025\n", ["admin.listen: 0.0.0.0:8025 is not a loopback address; the admin API then requires admin.tls"]],
+    ["a short admin token", "admin:\n  token: short\n", ["admin.token: the secret must be at least 32 characters, found 5; generate one with: openssl rand -hex 32"]],
+    ["two sources for the admin token", `admin:\n  token: ${"a".repeat(40)}\n  token_env: X\n`, ["admin: set only one of admin.token, admin.token_env"]],
+    ["an admin token from an unset variable", "admin:\n  token_env: MAILRAVEN_TEST_UNSET_VARIABLE\n", ["admin.token_env: environment variable MAILRAVEN_TEST_UNSET_VARIABLE is not set or empty"]],
+    ["an unreadable admin token file", "admin:\n  token_file: /nonexistent/token\n", ["admin.token_file: cannot read /nonexistent/token: ENOENT"]],
     ["a list where a mapping belongs", "- a\n- b\n", ["(top level): expected a mapping, found a list"]],
   ];
   for (const [name, yaml, expected] of bad) {
