@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Relay, tempDir, waitFor } from "../helpers/relay.ts";
+import { BINARY, Relay, tempDir, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
 
@@ -95,5 +95,25 @@ describe("SIGHUP", () => {
     expect((await talk.send("RCPT TO:<z@dest.test>")).code).toBe(452);
     talk.close();
     expect(relay.proc.exitCode).toBeNull();
+  });
+});
+
+describe("admin API over TLS", () => {
+  test("serves HTTPS with the configured certificate, refuses TLS 1.1, and the CLI reaches it", async () => {
+    const secure = await Relay.start({ config: { admin: { tls: { cert_file: join(certDir, "cert.pem"), key_file: join(certDir, "key.pem") } } } });
+    try {
+      const res = await fetch(`https://127.0.0.1:${secure.adminPort}/health`, { tls: { rejectUnauthorized: false } });
+      expect(res.status).toBe(200);
+      await expect(fetch(`http://127.0.0.1:${secure.adminPort}/health`)).rejects.toThrow();
+      const old = await run(["openssl", "s_client", "-connect", `127.0.0.1:${secure.adminPort}`, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]);
+      expect(old).toMatch(/alert protocol version|no protocols available|Cipher is \(NONE\)/);
+      const proc = Bun.spawn([BINARY, "queue", "ls", "--json", "--config", secure.cliConfigPath()], { stdout: "pipe", stderr: "pipe" });
+      const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+      expect(code).toBe(0);
+      expect(JSON.parse(out)).toEqual({ messages: [], next: null });
+    } finally {
+      await secure.stop();
+      secure.cleanup();
+    }
   });
 });
