@@ -33,6 +33,33 @@ export interface DataContext {
 
 export type Check<C> = (ctx: C) => Verdict | Promise<Verdict>;
 
+/** What content checks (authentication, spam, virus scanners) see after DATA. */
+export interface ContentContext {
+  readonly client: ClientInfo;
+  readonly sender: string;
+  readonly recipients: readonly Mailbox[];
+  /** Domains of the recipients that are ours (relay.domains), for per-domain policy. */
+  readonly localDomains: readonly string[];
+  /** The client's message as received (no trace header of ours): header section then body. */
+  message(): NodeJS.ReadableStream;
+  readonly size: number;
+  /** The client's header section, latin1, each line ending CRLF; null when it was too large to keep. */
+  readonly head: string | null;
+}
+
+/**
+ * A content check's finding: the verdict plus header edits. Headers in `add` are complete
+ * lines without CRLF ("Authentication-Results: mx.example.org; spf=pass ..."), put on top
+ * of the message; `drop` removes client headers (e.g. forged Authentication-Results).
+ */
+export interface ContentResult {
+  readonly verdict: Verdict;
+  readonly add?: readonly string[];
+  readonly drop?: (name: string, value: string) => boolean;
+}
+
+export type ContentCheck = (ctx: ContentContext) => Promise<ContentResult>;
+
 export interface Pipeline {
   readonly rcpt: readonly Check<RcptContext>[];
   readonly data: readonly Check<DataContext>[];
