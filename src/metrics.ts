@@ -38,6 +38,9 @@ export function createMetrics() {
     backups: new Counter({ name: "mailraven_backups_total", help: "Backups by outcome", labelNames: ["outcome"], registers: r }),
     backupLastDuration: new Gauge({ name: "mailraven_backup_last_duration_seconds", help: "Duration of the last successful backup", registers: r }),
     backupLastSuccess: new Gauge({ name: "mailraven_backup_last_success_timestamp_seconds", help: "Unix time of the last successful backup", registers: r }),
+    dnsblResults: new Counter({ name: "mailraven_dnsbl_lookups_total", help: "DNS list answers by zone and result (listed, clean, error)", labelNames: ["zone", "result"], registers: r }),
+    greylistDecisions: new Counter({ name: "mailraven_greylist_decisions_total", help: "Greylisting decisions (new, early, pass, allowlisted)", labelNames: ["decision"], registers: r }),
+    earlyTalkers: new Counter({ name: "mailraven_smtp_early_talkers_total", help: "Clients that sent before the greeting and were refused", registers: r }),
     adminAuthFailures: new Counter({ name: "mailraven_admin_auth_failures_total", help: "Admin API requests refused for a missing or wrong token", registers: r }),
   };
 }

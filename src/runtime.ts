@@ -3,7 +3,7 @@
 // SIGHUP builds a new Runtime and swaps it in whole, or keeps the old one if building fails.
 
 import { readFileSync } from "node:fs";
-import { buildPipeline } from "./checks/index.ts";
+import { buildPipeline, type PipelineServices } from "./checks/index.ts";
 import type { Pipeline } from "./checks/types.ts";
 import type { Config, TlsFiles } from "./config/types.ts";
 
@@ -19,10 +19,10 @@ export interface Runtime {
   readonly adminTls: TlsMaterial | null;
 }
 
-export function buildRuntime(config: Config): Runtime {
+export function buildRuntime(config: Config, services: PipelineServices): Runtime {
   return {
     config,
-    pipeline: buildPipeline(config),
+    pipeline: buildPipeline(config, services),
     smtpTls: readTls(config.smtp.tls, "smtp.tls"),
     adminTls: readTls(config.admin.tls, "admin.tls"),
   };

@@ -16,6 +16,8 @@ import { buildRuntime } from "./runtime.ts";
 import { assertLibraryCompatible } from "./smtp/connection-adapter.ts";
 import { startSmtpListener, type SmtpListener } from "./smtp/listener.ts";
 import { acquireStateLock } from "./state-lock.ts";
+import { pipelineServices } from "./checks/index.ts";
+import { PolicyStore } from "./policy/store.ts";
 
 const DELIVERY_DRAIN_MS = 10_000;
 
@@ -35,10 +37,21 @@ export interface Running {
 
 export async function serve(config: Config, log: Logger, version: string, opts: ServeOptions): Promise<Running> {
   assertLibraryCompatible();
-  const runtime = new Live(buildRuntime(config));
   const lock = acquireStateLock(config.stateDir);
   const store = QueueStore.open(config.stateDir);
+  const policy = PolicyStore.open(config.stateDir);
   const metrics = createMetrics();
+  const services = pipelineServices(policy, metrics, log);
+  const runtime = new Live(buildRuntime(config, services));
+  // Expired greylist triplets, allowlisted networks and blocks go away once an hour.
+  const cleanup = setInterval(() => {
+    try {
+      policy.expire(Date.now());
+    } catch (err) {
+      log.error("policy clean-up failed", { error: err });
+    }
+  }, 3_600_000);
+  cleanup.unref();
   registerQueueGauges(metrics, store);
   const worker = new DeliveryWorker({ config: () => runtime.get().config, store, log, metrics });
   const listeners: SmtpListener[] = [];
@@ -77,7 +90,9 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
     }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
+    clearInterval(cleanup);
     store.close();
+    policy.close();
     lock.release();
     throw err;
   }
@@ -87,7 +102,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   const reload = () => {
     let next;
     try {
-      next = buildRuntime(opts.reloadConfig());
+      next = buildRuntime(opts.reloadConfig(), services);
     } catch (err) {
       log.error("configuration reload refused; the running configuration stays in force", { error: (err as Error).message });
       return;
@@ -110,7 +125,9 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
       // queued and are sent again after restart (at-least-once).
       await Promise.race([worker.stop(), Bun.sleep(DELIVERY_DRAIN_MS)]);
       await admin?.stop();
+      clearInterval(cleanup);
       store.close();
+      policy.close();
       lock.release();
       log.info("stopped", { duration_ms: Date.now() - started });
     })());

@@ -1,17 +1,71 @@
-// The message pipeline: which checks run at each SMTP stage, in order.
-//   connect -> limits and greeting delay (smtp/listener.ts, before a session exists)
-//   rcpt    -> relay policy
+// The message pipeline: which checks run at each SMTP stage, in order. The mandatory ones
+// (relay policy, size, line endings, hops) always run first; the optional defenses follow in
+// the order the `pipeline` section gives (by default: every configured one).
+//   connect -> blocklist, connection rate, DNS lists      (before the greeting, in parallel with its delay)
+//   mail    -> rate limits
+//   rcpt    -> relay policy, greylisting
 //   data    -> size, bare newlines, hop count
+//   content -> SPF/DKIM/DMARC/ARC, clamd, spamd           (may add and remove headers)
 //   queue   -> queue/store.ts commits; deliver -> deliver/worker.ts
 
 import type { Config } from "../config/types.ts";
+import { Resolver } from "../dns/resolver.ts";
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import type { PolicyStore } from "../policy/store.ts";
+import { blocklistCheck } from "./connect/blocklist.ts";
+import { connectionCounts, connectionRateCheck, type ConnectionCounts } from "./connect/connection-rate.ts";
+import { dnsblCache, dnsblCheck, type DnsblCache } from "./connect/dnsbl.ts";
 import { bareNewline, hopCount, messageSize } from "./data-policy.ts";
+import { greylistCache, greylistCheck, type GreylistCache } from "./envelope/greylist.ts";
+import { buckets, rateLimitCheck, type Buckets } from "./envelope/rate-limit.ts";
 import { relayPolicy } from "./relay-policy.ts";
-import type { Pipeline } from "./types.ts";
+import type { Check, ConnectContext, ContentCheck, MailContext, Pipeline, RcptContext } from "./types.ts";
 
-export function buildPipeline(config: Config): Pipeline {
+/** State the checks keep across configuration reloads. */
+export interface PipelineServices {
+  readonly policy: PolicyStore;
+  readonly caches: { readonly dnsbl: DnsblCache; readonly connections: ConnectionCounts; readonly buckets: Buckets; readonly greylist: GreylistCache };
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly now: () => number;
+}
+
+export function pipelineServices(policy: PolicyStore, metrics: Metrics, log: Logger, now: () => number = Date.now): PipelineServices {
+  return { policy, metrics, log, now, caches: { dnsbl: dnsblCache(), connections: connectionCounts(), buckets: buckets(), greylist: greylistCache() } };
+}
+
+export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
+  const d = config.defenses;
+  const resolver = new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeoutMs, attempts: config.dns.attempts });
+  const connect: Check<ConnectContext>[] = config.pipeline.connect.map((name) => {
+    switch (name) {
+      case "blocklist":
+        return blocklistCheck(d.blocklist, s.policy, s.now);
+      case "connection_rate":
+        return connectionRateCheck(d.connectionRate, s.caches.connections, s.now);
+      case "dnsbl":
+        return dnsblCheck(d.dnsbl!, {
+          resolver,
+          cache: s.caches.dnsbl,
+          onResult: (zone, result, err) => {
+            s.metrics.dnsblResults.inc({ zone, result });
+            if (err) s.log.warn("dns list lookup failed; treated as not listed", { zone, error: err.message });
+          },
+        });
+    }
+  });
+  const mail: Check<MailContext>[] = config.pipeline.mail.map(() => rateLimitCheck(d.rateLimits, s.caches.buckets, s.now));
+  const rcpt: Check<RcptContext>[] = [
+    relayPolicy(config.relay),
+    ...config.pipeline.rcpt.map(() => greylistCheck(d.greylist!, s.policy, s.caches.greylist, s.now, (decision) => s.metrics.greylistDecisions.inc({ decision }))),
+  ];
+  const content: ContentCheck[] = [];
   return {
-    rcpt: [relayPolicy(config.relay)],
+    connect,
+    mail,
+    rcpt,
     data: [messageSize(config.smtp.maxMessageSize), bareNewline, hopCount(config.smtp.maxHops)],
+    content,
   };
 }

@@ -14,6 +14,20 @@ export interface ClientInfo {
   readonly trusted: boolean;
 }
 
+/** What is known when a client connects, before any command. */
+export interface ConnectContext {
+  readonly ip: string;
+  readonly port: number;
+  /** In relay_networks or an allowlist: spared the connection-stage defenses. */
+  readonly trusted: boolean;
+}
+
+export interface MailContext {
+  readonly client: ClientInfo;
+  /** The envelope sender; null for the null sender <>. */
+  readonly sender: Mailbox | null;
+}
+
 export interface RcptContext {
   readonly client: ClientInfo;
   readonly sender: string;
@@ -61,8 +75,11 @@ export interface ContentResult {
 export type ContentCheck = (ctx: ContentContext) => Promise<ContentResult>;
 
 export interface Pipeline {
+  readonly connect: readonly Check<ConnectContext>[];
+  readonly mail: readonly Check<MailContext>[];
   readonly rcpt: readonly Check<RcptContext>[];
   readonly data: readonly Check<DataContext>[];
+  readonly content: readonly ContentCheck[];
 }
 
 /** Runs a stage's checks in order; the first verdict that is not accept ends the stage. */

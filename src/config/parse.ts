@@ -8,16 +8,28 @@ import type { LogLevel } from "../log.ts";
 import { parseDuration } from "../units.ts";
 import { readFileSync } from "node:fs";
 import { ConfigErrors, join, Reader, type Obj, type SecretSources } from "./reader.ts";
-import type { AdminConfig, Config, ListenAddress, Route, TlsFiles } from "./types.ts";
+import type { AdminConfig, AuthPolicy, Config, ListenAddress, Route, TlsFiles } from "./types.ts";
+import { authPolicy, DEFAULT_AUTH_POLICY, parseDefenses, parseDns, parsePipeline } from "./defenses.ts";
+import { systemServers } from "../dns/resolver.ts";
 
 const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h"];
 const DEFAULT_PORTS = { smtp: 25, lmtp: 24 } as const;
+
+function readResolvConf(): string {
+  try {
+    return readFileSync("/etc/resolv.conf", "utf8");
+  } catch {
+    return "";
+  }
+}
 
 export interface ParseEnv {
   /** Relative paths in the document are resolved against this directory. */
   readonly cwd: string;
   readonly vars?: Readonly<Record<string, string | undefined>>;
   readonly readFile?: (path: string) => string;
+  /** Contents of /etc/resolv.conf, for the default DNS servers. */
+  readonly resolvConf?: string;
 }
 
 export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }): Config {
@@ -26,7 +38,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     vars: env.vars ?? process.env,
     readFile: env.readFile ?? ((p) => readFileSync(resolve(env.cwd, p), "utf8")),
   };
-  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup"]);
+  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup", "dns", "defenses", "pipeline"]);
 
   const hostname = r.string(top, "hostname", "", osHostname());
   if (!isHostname(hostname)) r.fail("hostname", "a fully qualified host name such as mx.example.org", hostname);
@@ -41,6 +53,8 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
   const adminObj = r.section(top.admin, "admin", ["enabled", "listen", "token", "token_file", "token_env", "tls"]);
   const backupObj = r.section(top.backup, "backup", ["dir", "keep"]);
   const stateDir = resolve(env.cwd, r.string(top, "state_dir", "", "/var/lib/mailraven"));
+  const defenses = parseDefenses(r, top.defenses, hostname.toLowerCase());
+  const domainPolicy = new Map<string, Partial<AuthPolicy>>();
 
   const config: Config = {
     hostname: hostname.toLowerCase(),
@@ -64,7 +78,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       tls: tlsFiles(r, smtpObj.tls, "smtp.tls", env.cwd),
     },
     relay: {
-      domains: domains(r, relayObj),
+      domains: domains(r, relayObj, domainPolicy),
       relayNetworks: cidrs(r, relayObj, "relay_networks", "relay", ["127.0.0.0/8", "::1/128"]),
       smarthost: relayObj.smarthost === undefined || relayObj.smarthost === null ? null : route(r, relayObj.smarthost, "relay.smarthost"),
     },
@@ -84,6 +98,10 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       dir: resolve(env.cwd, r.string(backupObj, "dir", "backup", resolve(stateDir, "backups"))),
       keep: r.int(backupObj, "keep", "backup", 7, 1, 10_000),
     },
+    dns: parseDns(r, top.dns, () => systemServers(env.resolvConf ?? readResolvConf())),
+    defenses,
+    pipeline: parsePipeline(r, top.pipeline, defenses),
+    domainPolicy,
   };
   if (r.problems.length) throw new ConfigErrors(r.problems);
   return deepFreeze(config);
@@ -131,7 +149,7 @@ function tlsFiles(r: Reader, value: unknown, path: string, cwd: string): TlsFile
   return { certFile: resolve(cwd, certFile), keyFile: resolve(cwd, keyFile) };
 }
 
-function domains(r: Reader, relay: Obj): Map<string, Route> {
+function domains(r: Reader, relay: Obj, policies: Map<string, Partial<AuthPolicy>>): Map<string, Route> {
   const out = new Map<string, Route>();
   const value = relay.domains;
   if (value === undefined || value === null) return out;
@@ -144,6 +162,19 @@ function domains(r: Reader, relay: Obj): Map<string, Route> {
     const ascii = domainToASCII(name.toLowerCase().replace(/\.$/, ""));
     if (!ascii || !isHostname(ascii)) {
       r.problems.push(`${path}: "${name}" is not a valid domain name`);
+      continue;
+    }
+    // Either a route, or a mapping with the route and this domain's authentication policy.
+    if (target && typeof target === "object" && !Array.isArray(target)) {
+      const o = r.section(target, path, ["route", "spf_fail", "dmarc_reject", "temp_error"]);
+      const rt = route(r, o.route, join(path, "route"));
+      if (rt) out.set(ascii, rt);
+      const policy = authPolicy(r, o, path, DEFAULT_AUTH_POLICY);
+      const given: Partial<AuthPolicy> = {};
+      if (o.spf_fail !== undefined) Object.assign(given, { spfFail: policy.spfFail });
+      if (o.dmarc_reject !== undefined) Object.assign(given, { dmarcReject: policy.dmarcReject });
+      if (o.temp_error !== undefined) Object.assign(given, { tempError: policy.tempError });
+      policies.set(ascii, given);
       continue;
     }
     const rt = route(r, target, path);

@@ -77,6 +77,71 @@ export interface Secret {
   readonly source: string;
 }
 
+export interface DnsConfig {
+  readonly servers: readonly { readonly host: string; readonly port: number }[];
+  readonly timeoutMs: number;
+  readonly attempts: number;
+}
+
+/** One DNS list: a hit is an A record matching `filter`, worth `weight` (negative for allowlists). */
+export interface DnsblZone {
+  readonly spec: string;
+  readonly zone: string;
+  /** Per octet: the accepted [min, max]; null accepts any answer. */
+  readonly filter: readonly (readonly [number, number])[] | null;
+  readonly weight: number;
+}
+
+export interface GreylistConfig {
+  readonly delayMs: number;
+  readonly retryWindowMs: number;
+  readonly passTtlMs: number;
+  /** A client network whose triplets passed this many times is allowlisted; 0 turns it off. */
+  readonly autoAllowlistAfter: number;
+  readonly allowClients: readonly Cidr[];
+  readonly allowSenders: readonly string[];
+  readonly allowRecipients: readonly string[];
+}
+
+export interface RateLimit {
+  readonly messages: number;
+  readonly windowMs: number;
+}
+
+export interface ScannerTarget {
+  readonly target: { readonly host: string; readonly port: number } | { readonly path: string };
+  readonly timeoutMs: number;
+}
+
+export interface AuthPolicy {
+  readonly spfFail: "reject" | "tag";
+  readonly dmarcReject: boolean;
+  readonly tempError: "defer" | "accept";
+}
+
+export interface DefensesConfig {
+  readonly allowlist: readonly Cidr[];
+  readonly blocklist: readonly Cidr[];
+  /** New connections per client IP per minute; 0 turns the limit off. */
+  readonly connectionRate: number;
+  readonly dnsbl: { readonly zones: readonly DnsblZone[]; readonly threshold: number; readonly negativeTtlMs: number } | null;
+  readonly greylist: GreylistConfig | null;
+  readonly rateLimits: { readonly perIp: RateLimit | null; readonly perSenderDomain: RateLimit | null };
+  readonly authentication: { readonly authservId: string; readonly policy: AuthPolicy } | null;
+  readonly spamd: (ScannerTarget & { readonly tagScore: number; readonly rejectScore: number }) | null;
+  readonly clamd: ScannerTarget | null;
+}
+
+export type StageName = "connect" | "mail" | "rcpt" | "content";
+
+/** Optional checks, by stage, in the order they run (the mandatory ones always run first). */
+export interface PipelineConfig {
+  readonly connect: readonly ("blocklist" | "connection_rate" | "dnsbl")[];
+  readonly mail: readonly "rate_limit"[];
+  readonly rcpt: readonly "greylist"[];
+  readonly content: readonly ("authentication" | "clamd" | "spamd")[];
+}
+
 export interface Config {
   readonly hostname: string;
   readonly stateDir: string;
@@ -87,4 +152,9 @@ export interface Config {
   readonly delivery: DeliveryConfig;
   readonly admin: AdminConfig;
   readonly backup: BackupConfig;
+  readonly dns: DnsConfig;
+  readonly defenses: DefensesConfig;
+  readonly pipeline: PipelineConfig;
+  /** Per relay domain overrides of defenses.authentication's policy. */
+  readonly domainPolicy: ReadonlyMap<string, Partial<AuthPolicy>>;
 }

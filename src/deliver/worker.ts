@@ -4,6 +4,7 @@
 // queue only after every recipient got a final answer (at-least-once delivery).
 
 import { createReadStream } from "node:fs";
+import { Readable } from "node:stream";
 import { routeFor } from "../checks/relay-policy.ts";
 import type { Config, Route } from "../config/types.ts";
 import type { Logger } from "../log.ts";
@@ -12,9 +13,21 @@ import { parseMailbox } from "../smtp/address.ts";
 import { nextAttemptAt } from "../queue/backoff.ts";
 import { bounceFor } from "../queue/bounce.ts";
 import type { FailedRecipient } from "../queue/dsn.ts";
-import type { DueRecipient, QueueStore, RecipientOutcome } from "../queue/store.ts";
+import type { DueRecipient, QueueStore, RecipientOutcome, StoredBody } from "../queue/store.ts";
 import { RoutePool } from "./pool.ts";
 import type { RecipientResult } from "./result.ts";
+
+/** The stored message as sent on: header section, then the body from the row or the spool. */
+function messageStream(stored: StoredBody): Uint8Array | Readable {
+  if (stored.inline) return Buffer.concat([stored.head, stored.inline]);
+  const path = stored.spoolPath!;
+  return Readable.from(
+    (async function* () {
+      yield Buffer.from(stored.head);
+      yield* createReadStream(path);
+    })(),
+  );
+}
 
 interface Job {
   readonly messageId: string;
@@ -153,12 +166,9 @@ export class DeliveryWorker {
     const started = this.now();
     let results: RecipientResult[];
     try {
-      const body = store.body(job.messageId);
+      const stored = store.body(job.messageId);
       results = await pool.withConnection((conn) =>
-        conn.send(
-          { from: first.sender, to: job.recipients.map((r) => r.address), size: first.size },
-          body.inline ?? createReadStream(body.spoolPath!),
-        ),
+        conn.send({ from: first.sender, to: job.recipients.map((r) => r.address), size: first.size }, messageStream(stored)),
       );
     } catch (err) {
       const reason = `4.4.1 Connection to ${job.route.uri} failed: ${(err as Error).message}`;

@@ -41,11 +41,12 @@ export async function bounceFor(store: QueueStore, config: Config, log: Logger, 
 }
 
 async function headersOf(store: QueueStore, messageId: string): Promise<string> {
-  const body = store.body(messageId);
-  let bytes: Uint8Array;
-  if (body.inline) bytes = body.inline.subarray(0, MAX_HEADER_BYTES);
-  else {
-    const fh = await open(body.spoolPath!, "r");
+  const stored = store.body(messageId);
+  let bytes: Uint8Array = stored.head;
+  // A message queued by schema version 0 has everything in its body.
+  if (bytes.length === 0 && stored.inline) bytes = stored.inline.subarray(0, MAX_HEADER_BYTES);
+  else if (bytes.length === 0 && stored.spoolPath) {
+    const fh = await open(stored.spoolPath, "r");
     try {
       const buf = new Uint8Array(MAX_HEADER_BYTES);
       const { bytesRead } = await fh.read(buf, 0, MAX_HEADER_BYTES, 0);
@@ -54,7 +55,7 @@ async function headersOf(store: QueueStore, messageId: string): Promise<string> 
       await fh.close();
     }
   }
-  const text = new TextDecoder("latin1").decode(bytes);
+  const text = new TextDecoder("latin1").decode(bytes.subarray(0, MAX_HEADER_BYTES));
   const end = text.indexOf("\r\n\r\n");
   return end === -1 ? text : text.slice(0, end + 2);
 }

@@ -3,6 +3,7 @@
 // carrying the original headers only, not the body.
 
 import { rfc5322Date } from "../smtp/received.ts";
+import { splitMessage } from "./message.ts";
 import type { NewMessage } from "./store.ts";
 
 export interface FailedRecipient {
@@ -76,13 +77,15 @@ export function buildBounce(b: BounceInput): NewMessage {
     `Content-Type: text/rfc822-headers\r\n\r\n` +
     `${lines(b.originalHeaders).replace(/(\r\n)*$/, "")}\r\n\r\n` +
     `--${boundary}--\r\n`;
-  const body = new TextEncoder().encode(text);
+  const bytes = new TextEncoder().encode(text);
+  const { head, body } = splitMessage(bytes);
   return {
     id,
     sender: "",
     recipients: [{ address: b.originalSender, route: b.route }],
+    head,
     inlineBody: body,
-    size: body.length,
+    size: bytes.length,
     receivedAt: b.now,
     clientIp: "127.0.0.1",
   };

@@ -13,7 +13,9 @@ export interface NewMessage {
   readonly id: string;
   readonly sender: string;
   readonly recipients: readonly { readonly address: string; readonly route: string }[];
-  /** The whole message as it will be sent on, trace header included, unless it is in the spool. */
+  /** The header section as it will be sent on (our trace headers first), with its blank line. */
+  readonly head: Uint8Array;
+  /** The body after the header section, unless it is in the spool. */
   readonly inlineBody: Uint8Array | null;
   readonly size: number;
   readonly receivedAt: number;
@@ -70,6 +72,7 @@ export interface ListFilter {
 }
 
 export interface StoredBody {
+  readonly head: Uint8Array;
   readonly inline: Uint8Array | null;
   readonly spoolPath: string | null;
 }
@@ -81,6 +84,7 @@ CREATE TABLE IF NOT EXISTS messages (
   size INTEGER NOT NULL,
   received_at INTEGER NOT NULL,
   client_ip TEXT NOT NULL,
+  head BLOB NOT NULL,
   body BLOB
 ) STRICT;
 CREATE TABLE IF NOT EXISTS recipients (
@@ -96,6 +100,18 @@ CREATE INDEX IF NOT EXISTS recipients_due ON recipients(next_attempt_at);
 CREATE INDEX IF NOT EXISTS recipients_message ON recipients(message_id);
 `;
 
+const SCHEMA_VERSION = 1;
+
+/** Brings a queue written by an older version up to date, in place. */
+function migrate(db: Database): void {
+  const version = db.query<{ user_version: number }, []>("PRAGMA user_version").get()!.user_version;
+  if (version > SCHEMA_VERSION) throw new Error(`queue.db is from a newer mailraven (schema ${version}); upgrade mailraven or restore an older backup`);
+  const columns = db.query<{ name: string }, []>("PRAGMA table_info(messages)").all().map((c) => c.name);
+  // Version 0 kept the whole message in body; an empty head in front of it is the same message.
+  if (!columns.includes("head")) db.run("ALTER TABLE messages ADD COLUMN head BLOB NOT NULL DEFAULT x''");
+  db.run(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+}
+
 export class QueueStore {
   readonly spool: Spool;
   private readonly ids = new QueueIdGenerator();
@@ -108,7 +124,7 @@ export class QueueStore {
     this.spool = new Spool(join(stateDir, "spool"));
     this.commits = new GroupCommit(db);
     this.q = {
-      insertMessage: db.query("INSERT INTO messages (id, sender, size, received_at, client_ip, body) VALUES (?, ?, ?, ?, ?, ?)"),
+      insertMessage: db.query("INSERT INTO messages (id, sender, size, received_at, client_ip, head, body) VALUES (?, ?, ?, ?, ?, ?, ?)"),
       insertRecipient: db.query("INSERT INTO recipients (message_id, address, route, next_attempt_at) VALUES (?, ?, ?, ?)"),
       due: db.query<
         { id: number; message_id: string; address: string; route: string; attempts: number; sender: string; size: number; received_at: number; next_attempt_at: number },
@@ -117,7 +133,7 @@ export class QueueStore {
          FROM recipients r JOIN messages m ON m.id = r.message_id
          WHERE r.next_attempt_at <= ? ORDER BY r.next_attempt_at, r.id LIMIT ?`),
       nextDue: db.query<{ t: number | null }, []>("SELECT MIN(next_attempt_at) AS t FROM recipients"),
-      body: db.query<{ body: Uint8Array | null }, [string]>("SELECT body FROM messages WHERE id = ?"),
+      body: db.query<{ head: Uint8Array; body: Uint8Array | null }, [string]>("SELECT head, body FROM messages WHERE id = ?"),
       deleteRecipient: db.query("DELETE FROM recipients WHERE id = ?"),
       deferRecipient: db.query("UPDATE recipients SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?"),
       remaining: db.query<{ n: number }, [string]>("SELECT COUNT(*) AS n FROM recipients WHERE message_id = ?"),
@@ -154,6 +170,7 @@ export class QueueStore {
     db.run("PRAGMA foreign_keys = ON");
     db.run("PRAGMA busy_timeout = 5000");
     db.run(SCHEMA);
+    migrate(db);
     const store = new QueueStore(db, stateDir);
     store.spool.removeOrphans((id) => store.q.hasMessage.get(id) !== null);
     return store;
@@ -317,7 +334,7 @@ export class QueueStore {
   body(messageId: string): StoredBody {
     const row = this.q.body.get(messageId);
     if (!row) throw new Error(`message ${messageId} is not in the queue`);
-    return row.body ? { inline: row.body, spoolPath: null } : { inline: null, spoolPath: this.spool.pathOf(messageId) };
+    return { head: row.head, inline: row.body, spoolPath: row.body ? null : this.spool.pathOf(messageId) };
   }
 
   depth(): { messages: number; recipients: number; deferred: number } {
@@ -330,7 +347,7 @@ export class QueueStore {
   }
 
   private insert(msg: NewMessage): void {
-    this.q.insertMessage.run(msg.id, msg.sender, msg.size, msg.receivedAt, msg.clientIp, msg.inlineBody);
+    this.q.insertMessage.run(msg.id, msg.sender, msg.size, msg.receivedAt, msg.clientIp, msg.head, msg.inlineBody);
     for (const r of msg.recipients) this.q.insertRecipient.run(msg.id, r.address, r.route, msg.receivedAt);
   }
 }

@@ -29,13 +29,18 @@ interface Parser {
 
 /** What a RelayConnection needs from the listener that made it. */
 export interface ConnectionOwner {
-  releaseSlot(ip: string): void;
+  /** The session is over (QUIT, refusal or socket close): called once. */
+  connectionEnded(conn: RelayConnection): void;
   commandTimedOut(conn: RelayConnection): void;
+  /** The client sent a command before the greeting. */
+  earlyTalker(conn: RelayConnection): void;
+  /** The client waited for a delayed greeting without talking: it passed the pregreet test. */
+  pregreetPassed(conn: RelayConnection): void;
 }
 
 export function assertLibraryCompatible(): void {
   const proto = SMTPConnection.prototype as unknown as Record<string, unknown>;
-  for (const method of ["_setListeners", "_createParser", "_onCloseEvent", "connectionReady", "send", "init", "close"]) {
+  for (const method of ["_setListeners", "_createParser", "_onCloseEvent", "_onCommand", "connectionReady", "send", "init", "close"]) {
     if (typeof proto[method] !== "function") {
       throw new Error(`smtp-server is incompatible: SMTPConnection.${method} is missing; pin the version in package.json`);
     }
@@ -46,7 +51,7 @@ export class RelayConnection extends SMTPConnection {
   greetingDelayMs = 0;
   commandTimeoutMs = 30_000;
   owner: ConnectionOwner | null = null;
-  slotIp: string | null = null;
+  private ended = false;
   private commandTimer: ReturnType<typeof setTimeout> | null = null;
 
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
@@ -56,17 +61,35 @@ export class RelayConnection extends SMTPConnection {
   override init(): void {
     this._setListeners(() => {
       if (this.greetingDelayMs <= 0) return this.connectionReady();
-      setTimeout(() => this.connectionReady(), this.greetingDelayMs).unref();
+      setTimeout(() => {
+        if (this.ended) return;
+        this.owner?.pregreetPassed(this);
+        this.connectionReady();
+      }, this.greetingDelayMs).unref();
     });
   }
 
   override close(): void {
-    this.releaseSlot();
+    this.end();
     super.close();
   }
 
+  // Postscreen's pregreet test: a client talking before the greeting is a bot that does not
+  // wait for the server, so it gets a permanent refusal rather than the library's 421.
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    const internals = this as unknown as { _ready: boolean; _upgrading: boolean; _server: { _closeTimeout: unknown } };
+    if (!internals._ready && !internals._upgrading && !internals._server._closeTimeout) {
+      this.owner?.earlyTalker(this);
+      super.send(554, `5.5.1 ${this.name} Error: you talked before the greeting; goodbye`, false);
+      this.close();
+      callback?.();
+      return;
+    }
+    super._onCommand(command, callback);
+  }
+
   override _onCloseEvent(hadError?: boolean): void {
-    this.releaseSlot();
+    this.end();
     this.stopCommandTimer();
     super._onCloseEvent(hadError);
   }
@@ -101,10 +124,9 @@ export class RelayConnection extends SMTPConnection {
     this.commandTimer = null;
   }
 
-  private releaseSlot(): void {
-    if (this.slotIp === null) return;
-    const ip = this.slotIp;
-    this.slotIp = null;
-    this.owner?.releaseSlot(ip);
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.owner?.connectionEnded(this);
   }
 }

@@ -9,19 +9,28 @@ import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Runtime } from "../runtime.ts";
 import { anyContains } from "../net/cidr.ts";
+import { LRUCache } from "lru-cache";
+import { runStage } from "../checks/types.ts";
+import { ACCEPT, type Verdict } from "../verdict.ts";
 import { RelayConnection, type ConnectionOwner } from "./connection-adapter.ts";
 import { sessionHooks, type SessionDeps } from "./session.ts";
 
+/** Clients that waited for a delayed greeting are greeted at once for this long (like postscreen's cache). */
+const PREGREET_PASS_TTL_MS = 24 * 3_600_000;
+
 class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
   private readonly perIp = new Map<string, number>();
+  /** Connect-stage verdicts, started when the client connects and awaited when its greeting is due. */
+  private readonly connectVerdicts = new Map<string, Promise<Verdict>>();
+  private readonly pregreetPassedIps = new LRUCache<string, true>({ max: 100_000, ttl: PREGREET_PASS_TTL_MS });
 
   constructor(options: SMTPServerOptions, private readonly runtime: Live<Runtime>, private readonly log: Logger, private readonly metrics: Metrics) {
     super(options);
   }
 
   override connect(socket: Socket, socketOptions?: Parameters<SMTPServer["connect"]>[1]): void {
-    const ip = socket.remoteAddress ?? "";
-    const config = this.runtime.get().config;
+    const ip = normalizeIp(socket.remoteAddress ?? "");
+    const { config, pipeline } = this.runtime.get();
     const { smtp } = config;
     // Postfix-style: the refusal is the greeting, then the connection closes.
     if (this.connections.size >= smtp.maxConnections) return this.refuse(socket, ip, "421 4.3.2 Too many connections, try again later", "max_connections");
@@ -31,17 +40,32 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
 
     const conn = new RelayConnection(this, socket, socketOptions);
     conn.owner = this;
-    conn.slotIp = ip;
     conn.commandTimeoutMs = smtp.commandTimeoutMs;
-    const trusted = anyContains(config.relay.relayNetworks, ip) || anyContains(smtp.greetingAllowlist, ip);
-    conn.greetingDelayMs = trusted ? 0 : smtp.greetingDelayMs;
+    const trusted = anyContains(config.relay.relayNetworks, ip) || anyContains(config.defenses.allowlist, ip);
+    const knownPolite = trusted || anyContains(smtp.greetingAllowlist, ip) || this.pregreetPassedIps.has(ip);
+    conn.greetingDelayMs = knownPolite ? 0 : smtp.greetingDelayMs;
+    // DNS lists and the rest run while the client waits for its greeting.
+    if (pipeline.connect.length && !trusted) {
+      const verdict = runStage(pipeline.connect, { ip, port: socket.remotePort ?? 0, trusted });
+      verdict.catch(() => {});
+      this.connectVerdicts.set(conn.id, verdict);
+    }
     this.connections.add(conn);
     conn.on("error", this.onConnectionError);
     conn.on("connect", this.onConnectionReady);
     conn.init();
   }
 
-  releaseSlot(ip: string): void {
+  /** The connect-stage verdict of a session (accept when none ran). */
+  connectVerdict(id: string): Promise<Verdict> {
+    const v = this.connectVerdicts.get(id);
+    this.connectVerdicts.delete(id);
+    return v ?? Promise.resolve(ACCEPT);
+  }
+
+  connectionEnded(conn: RelayConnection): void {
+    this.connectVerdicts.delete(conn.id);
+    const ip = conn.remoteAddress;
     const n = (this.perIp.get(ip) ?? 1) - 1;
     if (n <= 0) this.perIp.delete(ip);
     else this.perIp.set(ip, n);
@@ -49,6 +73,16 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
 
   commandTimedOut(conn: RelayConnection): void {
     this.log.info("command timeout", { cid: conn.id, client_ip: conn.remoteAddress });
+  }
+
+  earlyTalker(conn: RelayConnection): void {
+    this.metrics.earlyTalkers.inc();
+    this.pregreetPassedIps.delete(conn.remoteAddress);
+    this.log.info("early talker refused", { cid: conn.id, client_ip: conn.remoteAddress, code: 554, status: "5.5.1" });
+  }
+
+  pregreetPassed(conn: RelayConnection): void {
+    this.pregreetPassedIps.set(conn.remoteAddress, true);
   }
 
   // Shared listeners (`this` is the connection), so an idle connection carries no closures.
@@ -62,6 +96,11 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     socket.end(`${reply}\r\n`);
     setTimeout(() => socket.destroy(), 2000).unref();
   }
+}
+
+/** smtp-server reports IPv4 clients of a dual-stack socket as ::ffff:a.b.c.d; we use a.b.c.d. */
+function normalizeIp(ip: string): string {
+  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
 }
 
 export interface SmtpListener {
@@ -84,8 +123,9 @@ function liveOptions(config: Config) {
 export async function startSmtpListener(address: ListenAddress, deps: SessionDeps): Promise<SmtpListener> {
   const { log, runtime } = deps;
   const { config, smtpTls } = runtime.get();
-  const hooks = sessionHooks(deps);
-  const server = new RelaySmtpServer(
+  let server: RelaySmtpServer | null = null;
+  const hooks = sessionHooks(deps, (id) => server?.connectVerdict(id) ?? Promise.resolve(ACCEPT));
+  server = new RelaySmtpServer(
     {
       name: config.hostname,
       banner: "mailraven",

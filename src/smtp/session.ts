@@ -2,7 +2,7 @@
 // stage's checks and turns the verdict into the reply; nothing else happens here.
 
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from "smtp-server";
-import type { ClientInfo, DataContext } from "../checks/types.ts";
+import type { ClientInfo, ContentCheck, ContentContext, DataContext } from "../checks/types.ts";
 import { runStage } from "../checks/types.ts";
 import { routeFor } from "../checks/relay-policy.ts";
 import type { Config } from "../config/types.ts";
@@ -15,6 +15,7 @@ import type { QueueStore } from "../queue/store.ts";
 import type { Verdict } from "../verdict.ts";
 import { parseMailbox, type Mailbox } from "./address.ts";
 import { BodyCollector } from "./body.ts";
+import { dropHeaders } from "./headers.ts";
 import { receivedHeader } from "./received.ts";
 
 export interface SessionDeps {
@@ -35,9 +36,13 @@ export class ReplyError extends Error {
 }
 
 const replyFor = (v: Exclude<Verdict, { kind: "accept" }>) => new ReplyError(v.code, `${v.status} ${v.text}`);
-const encoder = new TextEncoder();
 
-export function sessionHooks(deps: SessionDeps) {
+/** A header line from a check, made safe to put in the header section: no bare CR or LF, folding kept. */
+function oneHeader(line: string): string {
+  return line.replace(/\r?\n(?=[ \t])/g, "\r\n").replace(/\r(?!\n)|(?<!\r)\n/g, " ").replace(/\r\n(?![ \t])/g, " ");
+}
+
+export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: string) => Promise<Verdict>) {
   const { store, log, metrics } = deps;
 
   const client = (config: Config, s: SMTPServerSession): ClientInfo => ({
@@ -54,12 +59,34 @@ export function sessionHooks(deps: SessionDeps) {
       metrics.connectionsTotal.inc();
       metrics.connectionsOpen.inc();
       log.info("connect", { cid: session.id, client_ip: session.remoteAddress });
-      callback();
+      connectVerdict(session.id).then(
+        (v) => {
+          if (v.kind === "accept") return callback();
+          metrics.connectionsRejected.inc({ reason: v.reason });
+          log.info("connection refused", { cid: session.id, client_ip: session.remoteAddress, code: v.code, status: v.status, reason: v.reason });
+          callback(replyFor(v));
+        },
+        // A check that throws fails open: connecting is not where mail gets lost.
+        (err) => {
+          log.error("connect check failed", { cid: session.id, client_ip: session.remoteAddress, error: err });
+          callback();
+        },
+      );
     },
 
     onClose(session: SMTPServerSession) {
       metrics.connectionsOpen.dec();
       log.info("disconnect", { cid: session.id, client_ip: session.remoteAddress, transactions: session.transaction - 1 });
+    },
+
+    onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
+      const sender = address.address === "" ? null : parseMailbox(address.address);
+      if (sender === undefined) return callback(new ReplyError(501, "5.1.7 Bad sender address syntax"));
+      const { config, pipeline } = deps.runtime.get();
+      runStage(pipeline.mail, { client: client(config, session), sender }).then(
+        (v) => (v.kind === "accept" ? callback() : refuse(session, "mail", v, { from: address.address }, callback)),
+        (err) => failTemporarily(session, "mail check failed", err, callback),
+      );
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
@@ -68,12 +95,7 @@ export function sessionHooks(deps: SessionDeps) {
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
       const { config, pipeline } = deps.runtime.get();
       runStage(pipeline.rcpt, { client: client(config, session), sender, recipient }).then(
-        (v) => {
-          if (v.kind === "accept") return callback();
-          (v.kind === "reject" ? metrics.messagesRejected : metrics.messagesDeferred).inc({ stage: "rcpt", reason: v.reason });
-          log.info("rcpt rejected", { cid: session.id, client_ip: session.remoteAddress, from: sender, rcpt: address.address, code: v.code, status: v.status, reason: v.reason });
-          callback(replyFor(v));
-        },
+        (v) => (v.kind === "accept" ? callback() : refuse(session, "rcpt", v, { from: sender, rcpt: address.address }, callback)),
         (err) => failTemporarily(session, "rcpt check failed", err, callback),
       );
     },
@@ -86,20 +108,6 @@ export function sessionHooks(deps: SessionDeps) {
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
       const recipients = session.envelope.rcptTo.map((r) => parseMailbox(r.address)).filter((m): m is Mailbox => !!m);
       const body = new BodyCollector(store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize);
-      const tls = session.tlsOptions ? { version: session.tlsOptions.version ?? "TLS", cipher: session.tlsOptions.name } : null;
-      body.prepend(
-        encoder.encode(
-          receivedHeader({
-            client: info,
-            byHost: config.hostname,
-            protocol: session.transmissionType || "ESMTP",
-            queueId: id,
-            tls,
-            forRecipient: recipients.length === 1 ? recipients[0]!.address : null,
-            date: new Date(started),
-          }),
-        ),
-      );
       stream.on("data", (chunk: Buffer) => body.push(chunk));
       stream.on("error", (err) => {
         body.discard();
@@ -108,31 +116,46 @@ export function sessionHooks(deps: SessionDeps) {
       stream.on("end", async () => {
         const dataEnd = performance.now();
         body.end();
-        const ctx: DataContext = {
-          client: info,
-          sender,
-          recipients,
-          size: body.size,
-          sizeExceeded: body.overLimit || stream.sizeExceeded,
-          bareNewline: body.bareNewline,
-          hops: body.hops,
-        };
         const fields = { cid: session.id, client_ip: info.ip, queue_id: id, from: sender, rcpt_count: recipients.length, size: body.size };
         try {
-          const verdict = await runStage(pipeline.data, ctx);
+          const ctx: DataContext = {
+            client: info,
+            sender,
+            recipients,
+            size: body.size,
+            sizeExceeded: body.overLimit || stream.sizeExceeded,
+            bareNewline: body.bareNewline,
+            hops: body.hops,
+          };
+          let verdict = await runStage(pipeline.data, ctx);
+          const edits = verdict.kind === "accept" ? await runContent(pipeline.content, { ...ctx, config, body }) : null;
+          if (edits && edits.verdict.kind !== "accept") verdict = edits.verdict;
           if (verdict.kind !== "accept") {
             body.discard();
-            (verdict.kind === "reject" ? metrics.messagesRejected : metrics.messagesDeferred).inc({ stage: "data", reason: verdict.reason });
-            log.info("message rejected", { ...fields, code: verdict.code, status: verdict.status, reason: verdict.reason, duration_ms: Date.now() - started });
-            return callback(replyFor(verdict));
+            return refuse(session, edits && edits.verdict.kind !== "accept" ? "content" : "data", verdict, { ...fields, duration_ms: Date.now() - started }, callback);
           }
+          const tls = session.tlsOptions ? { version: session.tlsOptions.version ?? "TLS", cipher: session.tlsOptions.name } : null;
+          const trace = receivedHeader({
+            client: info,
+            byHost: config.hostname,
+            protocol: session.transmissionType || "ESMTP",
+            queueId: id,
+            tls,
+            forRecipient: recipients.length === 1 ? recipients[0]!.address : null,
+            date: new Date(started),
+          });
+          const clientHead = body.headText();
+          const drops = edits?.drops ?? [];
+          const keptHead = clientHead === null ? "" : drops.length ? dropHeaders(clientHead, (n, v) => drops.some((d) => d(n, v))) : clientHead;
+          const head = Buffer.from(trace + (edits?.add ?? []).map((h) => `${h}\r\n`).join("") + keptHead, "latin1");
           const inlineBody = await body.finish();
           await store.enqueue({
             id,
             sender,
             recipients: recipients.map((r) => ({ address: r.address, route: routeFor(config.relay, r)?.uri ?? "" })),
+            head,
             inlineBody,
-            size: body.total,
+            size: head.length + body.bodyLength,
             receivedAt: started,
             clientIp: info.ip,
           });
@@ -148,6 +171,34 @@ export function sessionHooks(deps: SessionDeps) {
       });
     },
   };
+
+  /** Content checks in order; the first refusal ends them, header edits of the others add up. */
+  async function runContent(checks: readonly ContentCheck[], c: DataContext & { config: Config; body: BodyCollector }) {
+    const add: string[] = [];
+    const drops: ((name: string, value: string) => boolean)[] = [];
+    const ctx: ContentContext = {
+      client: c.client,
+      sender: c.sender,
+      recipients: c.recipients,
+      localDomains: [...new Set(c.recipients.filter((r) => c.config.relay.domains.has(r.domain)).map((r) => r.domain))],
+      message: () => c.body.message(),
+      size: c.size,
+      head: c.body.headText(),
+    };
+    for (const check of checks) {
+      const result = await check(ctx);
+      if (result.verdict.kind !== "accept") return { verdict: result.verdict, add, drops };
+      add.push(...(result.add ?? []).map(oneHeader));
+      if (result.drop) drops.push(result.drop);
+    }
+    return { verdict: { kind: "accept" } as Verdict, add, drops };
+  }
+
+  function refuse(session: SMTPServerSession, stage: string, v: Exclude<Verdict, { kind: "accept" }>, fields: Record<string, unknown>, callback: Callback) {
+    (v.kind === "reject" ? metrics.messagesRejected : metrics.messagesDeferred).inc({ stage, reason: v.reason });
+    log.info(`${stage} refused`, { cid: session.id, client_ip: session.remoteAddress, ...fields, code: v.code, status: v.status, reason: v.reason });
+    callback(replyFor(v));
+  }
 
   function failTemporarily(session: SMTPServerSession, what: string, err: unknown, callback: Callback) {
     log.error(what, { cid: session.id, client_ip: session.remoteAddress, error: err });

@@ -74,7 +74,7 @@ describe("relay policy for untrusted clients", () => {
   });
 
   test("refusals are logged with the reason", async () => {
-    const line = await relay.waitForLog((l) => l.msg === "rcpt rejected" && l.rcpt === "victim%elsewhere.test@dest.test");
+    const line = await relay.waitForLog((l) => l.msg === "rcpt refused" && l.rcpt === "victim%elsewhere.test@dest.test");
     expect(line).toMatchObject({ code: 554, status: "5.7.1", reason: "routing syntax in local part", client_ip: "127.0.0.1" });
   });
 });

@@ -81,12 +81,22 @@ describe("greeting delay", () => {
     unknown.talk.close();
   });
 
-  test("a client that talks before the greeting is refused and disconnected", async () => {
-    const talk = await SmtpTalk.connect(delayed.port, { localAddress: "127.0.0.1" });
+  test("a client that talks before the greeting gets 554 5.5.1 and is disconnected (pregreet test)", async () => {
+    // A fresh address: 127.0.0.1 passed the pregreet test above and is now greeted at once.
+    const talk = await SmtpTalk.connect(delayed.port, { localAddress: "127.0.0.9" });
     talk.write("EHLO eager.test\r\n");
     const r = await talk.reply(GREETING_DELAY_MS * 3);
-    expect(r.code).toBe(421);
-    expect(r.text).toContain("You talk too soon");
+    expect(r.code).toBe(554);
+    expect(r.text).toStartWith("5.5.1 ");
     await talk.closed;
+    await delayed.waitForLog((l) => l.msg === "early talker refused" && l.client_ip === "127.0.0.9");
+  });
+
+  test("a client that passed the pregreet test is greeted at once next time", async () => {
+    const t0 = Date.now();
+    const again = await SmtpTalk.open(delayed.port, { localAddress: "127.0.0.1" });
+    expect(again.greeting.code).toBe(220);
+    expect(Date.now() - t0).toBeLessThan(GREETING_DELAY_MS / 2);
+    again.talk.close();
   });
 });

@@ -87,23 +87,26 @@ describe("bare newline detection", () => {
 });
 
 describe("inline bodies", () => {
-  test("small bodies stay in memory and come back whole, trace header first", async () => {
+  test("small bodies stay in memory; the header section is kept apart with its blank line", async () => {
     const { c, spool, id } = collector({ inlineMax: 1024 });
-    c.prepend(bytes("Received: x\r\n"));
     c.push(bytes("Subject: hi\r\n\r\n"));
     c.push(bytes("body\r\n"));
+    c.end();
+    expect(c.headText()).toBe("Subject: hi\r\n\r\n");
     const out = await c.finish();
     expect(out).not.toBeNull();
-    expect(new TextDecoder().decode(out!)).toBe("Received: x\r\nSubject: hi\r\n\r\nbody\r\n");
+    expect(new TextDecoder().decode(out!)).toBe("body\r\n");
     expect(c.size).toBe(21);
-    expect(c.total).toBe(34);
+    expect(c.bodyLength).toBe(6);
     expect(existsSync(spool.pathOf(id))).toBe(false);
   });
 
   test("a body exactly at inlineMax stays inline", async () => {
     const { c, spool, id } = collector({ inlineMax: 10 });
-    c.push(bytes("12345"));
+    c.push(bytes("\r\n12345"));
     c.push(bytes("67890"));
+    c.end();
+    expect(c.headText()).toBe("\r\n");
     expect(await c.finish()).toEqual(bytes("1234567890"));
     expect(existsSync(spool.pathOf(id))).toBe(false);
   });
@@ -117,13 +120,14 @@ describe("inline bodies", () => {
 describe("spooling large bodies", () => {
   test("above inlineMax the body goes to the spool file with the exact bytes", async () => {
     const { c, spool, id } = collector({ inlineMax: 16 });
-    const parts = ["Received: trace\r\n", "Subject: big\r\n\r\n", "x".repeat(100) + "\r\n", "last line\r\n"];
-    c.prepend(bytes(parts[0]!));
-    for (const p of parts.slice(1)) c.push(bytes(p));
+    const parts = ["Subject: big\r\n\r\n", "x".repeat(100) + "\r\n", "last line\r\n"];
+    for (const p of parts) c.push(bytes(p));
+    c.end();
     expect(await c.finish()).toBeNull();
     const path = spool.pathOf(id);
-    expect(readFileSync(path, "utf8")).toBe(parts.join(""));
-    expect(c.total).toBe(parts.join("").length);
+    expect(c.headText()).toBe(parts[0]!);
+    expect(readFileSync(path, "utf8")).toBe(parts.slice(1).join(""));
+    expect(c.bodyLength).toBe(parts.slice(1).join("").length);
     expect(statSync(path).mode & 0o777).toBe(0o600);
   });
 
@@ -131,6 +135,7 @@ describe("spooling large bodies", () => {
     const { c, spool, id } = collector({ inlineMax: 100 });
     const all = new Uint8Array(5000);
     for (let i = 0; i < all.length; i++) all[i] = (i * 31 + 7) & 0xff;
+    c.push(bytes("\r\n"));
     for (let off = 0; off < all.length; off += 333) c.push(all.subarray(off, Math.min(off + 333, all.length)));
     expect(await c.finish()).toBeNull();
     expect(new Uint8Array(readFileSync(spool.pathOf(id)))).toEqual(all);
@@ -138,7 +143,7 @@ describe("spooling large bodies", () => {
 
   test("discard removes the spool file", async () => {
     const { c, spool, id } = collector({ inlineMax: 4 });
-    c.push(bytes("more than four bytes\r\n"));
+    c.push(bytes("\r\nmore than four bytes\r\n"));
     expect(existsSync(spool.pathOf(id))).toBe(true);
     c.discard();
     expect(existsSync(spool.pathOf(id))).toBe(false);
@@ -147,7 +152,7 @@ describe("spooling large bodies", () => {
 
   test("discard after finish also removes the committed file", async () => {
     const { c, spool, id } = collector({ inlineMax: 4 });
-    c.push(bytes("more than four bytes\r\n"));
+    c.push(bytes("\r\nmore than four bytes\r\n"));
     expect(await c.finish()).toBeNull();
     expect(existsSync(spool.pathOf(id))).toBe(true);
     c.discard();
@@ -158,7 +163,6 @@ describe("spooling large bodies", () => {
 describe("size limit", () => {
   test("overLimit is set only once the client's bytes exceed maxSize", () => {
     const { c } = collector({ maxSize: 10 });
-    c.prepend(bytes("a trace header that is not counted\r\n"));
     c.push(bytes("12345"));
     c.push(bytes("67890"));
     expect(c.overLimit).toBe(false);
@@ -170,16 +174,18 @@ describe("size limit", () => {
 
   test("bytes past the limit are counted but not kept", async () => {
     const { c } = collector({ maxSize: 10, inlineMax: 1000 });
-    c.push(bytes("12345"));
+    c.push(bytes("\r\n123"));
     c.push(bytes("67890abcdef"));
     c.push(bytes("more"));
+    c.end();
     expect(c.size).toBe(20);
-    expect(c.total).toBe(5);
-    expect(await c.finish()).toEqual(bytes("12345"));
+    expect(c.bodyLength).toBe(3);
+    expect(await c.finish()).toEqual(bytes("123"));
   });
 
   test("an oversized body never grows the spool file past the limit", () => {
     const { c, spool, id } = collector({ maxSize: 100, inlineMax: 10 });
+    c.push(bytes("\r\n"));
     for (let i = 0; i < 50; i++) c.push(bytes("0123456789"));
     expect(c.overLimit).toBe(true);
     expect(statSync(spool.pathOf(id)).size).toBeLessThanOrEqual(100);

@@ -56,17 +56,19 @@ function parse(text: string): { top: Part; parts: Part[]; boundary: string } {
 }
 
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+/** The whole bounce as it will be sent: header section, then body. */
+const whole = (m: { head: Uint8Array; inlineBody: Uint8Array | null }): string => decode(m.head) + decode(m.inlineBody!);
 
 describe("buildBounce", () => {
   const msg = buildBounce(input());
-  const text = decode(msg.inlineBody!);
+  const text = whole(msg);
 
   test("comes from the null sender and goes to the original sender over the given route", () => {
     expect(msg.sender).toBe("");
     expect(msg.recipients).toEqual([{ address: "alice@example.org", route: "smtp://10.0.0.5" }]);
     expect(msg.receivedAt).toBe(NOW);
     expect(isQueueId(msg.id)).toBe(true);
-    expect(msg.size).toBe(msg.inlineBody!.length);
+    expect(msg.size).toBe(msg.head.length + msg.inlineBody!.length);
   });
 
   test("every line ends in CRLF", () => {
@@ -121,7 +123,7 @@ describe("buildBounce", () => {
   test("text/rfc822-headers carries the original headers and not the body", () => {
     const withBody = buildBounce(input({ originalHeaders: ORIGINAL_HEADERS + "\r\n" }));
     for (const m of [msg, withBody]) {
-      const part = parse(decode(m.inlineBody!)).parts[2]!;
+      const part = parse(whole(m)).parts[2]!;
       // The CRLF before the closing delimiter belongs to the delimiter (RFC 2046 5.1.1).
       expect(part.body).toBe(ORIGINAL_HEADERS);
     }
@@ -130,7 +132,7 @@ describe("buildBounce", () => {
 
   test("original headers with bare LF line ends are converted to CRLF", () => {
     const m = buildBounce(input({ originalHeaders: "From: a@example.org\nSubject: x\n" }));
-    const t = decode(m.inlineBody!);
+    const t = whole(m);
     expect(t.replace(/\r\n/g, "")).not.toMatch(/[\r\n]/);
     expect(parse(t).parts[2]!.body).toBe("From: a@example.org\r\nSubject: x\r\n");
   });
@@ -138,7 +140,7 @@ describe("buildBounce", () => {
 
 describe("Status derived from the diagnostic", () => {
   function statusOf(diagnostic: string, remote = true): string | undefined {
-    const ds = parse(decode(buildBounce(input({ failed: [{ address: "bob@remote.example", diagnostic, remote }] })).inlineBody!)).parts[1]!.body;
+    const ds = parse(whole(buildBounce(input({ failed: [{ address: "bob@remote.example", diagnostic, remote }] })))).parts[1]!.body;
     return /^Status: (.*)$/m.exec(ds)?.[1];
   }
 
@@ -164,7 +166,7 @@ describe("Status derived from the diagnostic", () => {
   });
 
   test("local failures use the x-mailraven diagnostic type", () => {
-    const ds = parse(decode(buildBounce(input({ failed: [{ address: "b@x.example", diagnostic: "5.4.4 No route", remote: false }] })).inlineBody!)).parts[1]!.body;
+    const ds = parse(whole(buildBounce(input({ failed: [{ address: "b@x.example", diagnostic: "5.4.4 No route", remote: false }] })))).parts[1]!.body;
     expect(ds).toContain("Diagnostic-Code: x-mailraven; 5.4.4 No route\r\n");
   });
 });
@@ -178,7 +180,7 @@ describe("several failed recipients", () => {
       ],
     }),
   );
-  const text = decode(msg.inlineBody!);
+  const text = whole(msg);
 
   test("one per-recipient block each, in order", () => {
     const ds = parse(text).parts[1]!.body;

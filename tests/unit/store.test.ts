@@ -17,8 +17,10 @@ const T0 = Date.UTC(2024, 2, 5, 12);
 const enc = new TextEncoder();
 
 function message(over: Partial<NewMessage> = {}): NewMessage {
-  const body = enc.encode("Subject: test\r\n\r\nhello\r\n");
+  const head = enc.encode("Subject: test\r\n\r\n");
+  const body = enc.encode("hello\r\n");
   return {
+    head,
     id: newQueueId(T0),
     sender: "alice@example.org",
     recipients: [
@@ -26,7 +28,7 @@ function message(over: Partial<NewMessage> = {}): NewMessage {
       { address: "carol@relayed.example", route: "smtp://10.0.0.5" },
     ],
     inlineBody: body,
-    size: body.length,
+    size: head.length + body.length,
     receivedAt: T0,
     clientIp: "192.0.2.10",
     ...over,

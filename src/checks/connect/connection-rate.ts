@@ -1,0 +1,28 @@
+// Connect stage: at most `perMinute` new connections from one client IP per minute
+// (fixed one-minute windows; the counters live in a bounded LRU, not in the database).
+
+import { LRUCache } from "lru-cache";
+import { ACCEPT, defer, type Verdict } from "../../verdict.ts";
+import type { ConnectContext } from "../types.ts";
+
+const WINDOW_MS = 60_000;
+
+export type ConnectionCounts = LRUCache<string, { start: number; count: number }>;
+
+export function connectionCounts(): ConnectionCounts {
+  return new LRUCache({ max: 100_000, ttl: WINDOW_MS });
+}
+
+export function connectionRateCheck(perMinute: number, counts: ConnectionCounts, now: () => number) {
+  return (ctx: ConnectContext): Verdict => {
+    if (ctx.trusted) return ACCEPT;
+    const t = now();
+    let c = counts.get(ctx.ip);
+    if (!c || t - c.start >= WINDOW_MS) {
+      c = { start: t, count: 0 };
+      counts.set(ctx.ip, c);
+    }
+    c.count++;
+    return c.count > perMinute ? defer(421, "4.7.0", `Too many connections from [${ctx.ip}], slow down and try again later`, "connection rate") : ACCEPT;
+  };
+}

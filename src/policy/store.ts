@@ -1,0 +1,165 @@
+// Defense state that must survive a restart: greylist triplets, networks allowlisted for
+// passing greylisting often, and the dynamic IP blocklist. Its own database (policy.db) with
+// synchronous=NORMAL: losing the last second of greylist entries to a power cut is harmless,
+// and these writes must not queue behind the message queue's fsyncs.
+
+import { Database } from "bun:sqlite";
+import { closeSync, openSync } from "node:fs";
+import { join } from "node:path";
+import { parseCidr, type Cidr } from "../net/cidr.ts";
+
+export interface GreylistEntry {
+  readonly network: string;
+  readonly sender: string;
+  readonly recipient: string;
+  readonly firstSeen: number;
+  readonly passAfter: number;
+  readonly expiresAt: number;
+  readonly passes: number;
+}
+
+export interface BlockEntry {
+  readonly cidr: string;
+  readonly reason: string;
+  readonly createdAt: number;
+  readonly expiresAt: number | null;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS greylist (
+  network TEXT NOT NULL, sender TEXT NOT NULL, recipient TEXT NOT NULL,
+  first_seen INTEGER NOT NULL, pass_after INTEGER NOT NULL, expires_at INTEGER NOT NULL, passes INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (network, sender, recipient)
+) STRICT;
+CREATE INDEX IF NOT EXISTS greylist_expiry ON greylist(expires_at);
+CREATE TABLE IF NOT EXISTS greylist_allow (network TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS blocklist (cidr TEXT PRIMARY KEY, reason TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER) STRICT;
+`;
+
+type Row = { network: string; sender: string; recipient: string; first_seen: number; pass_after: number; expires_at: number; passes: number };
+const entry = (r: Row): GreylistEntry => ({
+  network: r.network,
+  sender: r.sender,
+  recipient: r.recipient,
+  firstSeen: r.first_seen,
+  passAfter: r.pass_after,
+  expiresAt: r.expires_at,
+  passes: r.passes,
+});
+
+export class PolicyStore {
+  private readonly q;
+  /** The blocklist is small and read on every connection: kept parsed in memory. */
+  private blocks: { cidr: Cidr; entry: BlockEntry }[] = [];
+
+  private constructor(private readonly db: Database) {
+    this.q = {
+      get: db.query<Row, [string, string, string]>("SELECT * FROM greylist WHERE network = ? AND sender = ? AND recipient = ?"),
+      put: db.query<unknown, [string, string, string, number, number, number, number]>(
+        `INSERT INTO greylist (network, sender, recipient, first_seen, pass_after, expires_at, passes) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (network, sender, recipient) DO UPDATE SET first_seen = excluded.first_seen, pass_after = excluded.pass_after,
+           expires_at = excluded.expires_at, passes = excluded.passes`,
+      ),
+      passedInNetwork: db.query<{ n: number }, [string]>("SELECT COUNT(*) AS n FROM greylist WHERE network = ? AND passes > 0"),
+      allowNetwork: db.query<unknown, [string, number]>("INSERT INTO greylist_allow (network, expires_at) VALUES (?, ?) ON CONFLICT (network) DO UPDATE SET expires_at = excluded.expires_at"),
+      isAllowed: db.query<{ one: number }, [string, number]>("SELECT 1 AS one FROM greylist_allow WHERE network = ? AND expires_at > ?"),
+      list: db.query<Row, [string, number]>("SELECT * FROM greylist WHERE network || ' ' || sender || ' ' || recipient > ? ORDER BY network, sender, recipient LIMIT ?"),
+      remove: db.query<unknown, [string, string, string]>("DELETE FROM greylist WHERE network = ? AND sender = ? AND recipient = ?"),
+      removeNetwork: db.query<unknown, [string]>("DELETE FROM greylist WHERE network = ?"),
+      expireGreylist: db.query<unknown, [number]>("DELETE FROM greylist WHERE expires_at <= ?"),
+      expireAllow: db.query<unknown, [number]>("DELETE FROM greylist_allow WHERE expires_at <= ?"),
+      blocks: db.query<{ cidr: string; reason: string; created_at: number; expires_at: number | null }, []>("SELECT * FROM blocklist ORDER BY created_at"),
+      block: db.query<unknown, [string, string, number, number | null]>(
+        "INSERT INTO blocklist (cidr, reason, created_at, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (cidr) DO UPDATE SET reason = excluded.reason, expires_at = excluded.expires_at",
+      ),
+      unblock: db.query<unknown, [string]>("DELETE FROM blocklist WHERE cidr = ?"),
+      expireBlocks: db.query<unknown, [number]>("DELETE FROM blocklist WHERE expires_at IS NOT NULL AND expires_at <= ?"),
+    };
+    this.loadBlocks();
+  }
+
+  static open(stateDir: string): PolicyStore {
+    const path = join(stateDir, "policy.db");
+    closeSync(openSync(path, "a", 0o600));
+    const db = new Database(path, { create: true, strict: true });
+    db.run("PRAGMA journal_mode = WAL");
+    db.run("PRAGMA synchronous = NORMAL");
+    db.run("PRAGMA busy_timeout = 5000");
+    db.run(SCHEMA);
+    return new PolicyStore(db);
+  }
+
+  greylistEntry(network: string, sender: string, recipient: string): GreylistEntry | null {
+    const row = this.q.get.get(network, sender, recipient);
+    return row ? entry(row) : null;
+  }
+
+  saveGreylist(e: GreylistEntry): void {
+    this.q.put.run(e.network, e.sender, e.recipient, e.firstSeen, e.passAfter, e.expiresAt, e.passes);
+  }
+
+  /** Triplets of a client network that passed greylisting at least once. */
+  passedTriplets(network: string): number {
+    return this.q.passedInNetwork.get(network)!.n;
+  }
+
+  allowNetwork(network: string, until: number): void {
+    this.q.allowNetwork.run(network, until);
+  }
+
+  networkAllowed(network: string, now: number): boolean {
+    return this.q.isAllowed.get(network, now) !== null;
+  }
+
+  listGreylist(after: string, limit: number): GreylistEntry[] {
+    return this.q.list.all(after, limit).map(entry);
+  }
+
+  /** Removes one triplet, or every triplet of a network when sender and recipient are null. */
+  removeGreylist(network: string, sender: string | null, recipient: string | null): number {
+    return (sender === null || recipient === null ? this.q.removeNetwork.run(network) : this.q.remove.run(network, sender, recipient)).changes;
+  }
+
+  blocklist(now: number): BlockEntry[] {
+    return this.blocks.filter((b) => b.entry.expiresAt === null || b.entry.expiresAt > now).map((b) => b.entry);
+  }
+
+  /** The active blocklist entry covering `ip`, if any. */
+  blocked(ip: string, now: number, contains: (cidr: Cidr, ip: string) => boolean): BlockEntry | null {
+    return this.blocks.find((b) => (b.entry.expiresAt === null || b.entry.expiresAt > now) && contains(b.cidr, ip))?.entry ?? null;
+  }
+
+  block(cidr: string, reason: string, now: number, expiresAt: number | null): BlockEntry {
+    if (!parseCidr(cidr)) throw new Error(`not a network: ${cidr}`);
+    this.q.block.run(cidr, reason, now, expiresAt);
+    this.loadBlocks();
+    return this.blocks.find((b) => b.entry.cidr === cidr)!.entry;
+  }
+
+  unblock(cidr: string): boolean {
+    const removed = this.q.unblock.run(cidr).changes > 0;
+    this.loadBlocks();
+    return removed;
+  }
+
+  /** The periodic clean-up: expired triplets, allowlisted networks and blocks. */
+  expire(now: number): void {
+    this.db.transaction(() => {
+      this.q.expireGreylist.run(now);
+      this.q.expireAllow.run(now);
+      this.q.expireBlocks.run(now);
+    })();
+    this.loadBlocks();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  private loadBlocks(): void {
+    this.blocks = this.q.blocks.all().flatMap((r) => {
+      const cidr = parseCidr(r.cidr);
+      return cidr ? [{ cidr, entry: { cidr: r.cidr, reason: r.reason, createdAt: r.created_at, expiresAt: r.expires_at } }] : [];
+    });
+  }
+}
