@@ -13,6 +13,8 @@ need=()
 command -v swaks >/dev/null || need+=(swaks)
 command -v smtp-source >/dev/null || need+=(postfix)
 command -v openssl >/dev/null || need+=(openssl)
+command -v /usr/sbin/spamd >/dev/null || need+=(spamd)
+command -v /usr/sbin/clamd >/dev/null || need+=(clamav-daemon)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
