@@ -8,7 +8,9 @@
 //   content -> SPF/DKIM/DMARC/ARC, clamd, spamd           (may add and remove headers)
 //   queue   -> queue/store.ts commits; deliver -> deliver/worker.ts
 
-import type { Config } from "../config/types.ts";
+import type { AuthPolicy, Config } from "../config/types.ts";
+import { ACCEPT } from "../verdict.ts";
+import { authenticationCheck } from "./content/authentication.ts";
 import { Resolver } from "../dns/resolver.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
@@ -33,6 +35,16 @@ export interface PipelineServices {
 
 export function pipelineServices(policy: PolicyStore, metrics: Metrics, log: Logger, now: () => number = Date.now): PipelineServices {
   return { policy, metrics, log, now, caches: { dnsbl: dnsblCache(), connections: connectionCounts(), buckets: buckets(), greylist: greylistCache() } };
+}
+
+/** One reply serves every recipient, so the strictest policy among their domains applies. */
+export function strictest(base: AuthPolicy, overrides: readonly Partial<AuthPolicy>[]): AuthPolicy {
+  const all = overrides.length ? overrides.map((o) => ({ ...base, ...o })) : [base];
+  return {
+    spfFail: all.some((p) => p.spfFail === "reject") ? "reject" : "tag",
+    dmarcReject: all.some((p) => p.dmarcReject),
+    tempError: all.some((p) => p.tempError === "defer") ? "defer" : "accept",
+  };
 }
 
 export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
@@ -60,7 +72,23 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
     relayPolicy(config.relay),
     ...config.pipeline.rcpt.map(() => greylistCheck(d.greylist!, s.policy, s.caches.greylist, s.now, (decision) => s.metrics.greylistDecisions.inc({ decision }))),
   ];
-  const content: ContentCheck[] = [];
+  const content: ContentCheck[] = config.pipeline.content.flatMap((name): ContentCheck[] => {
+    switch (name) {
+      case "authentication": {
+        const auth = d.authentication!;
+        const check = authenticationCheck({
+          authservId: auth.authservId,
+          resolver: resolver.forMailauth,
+          policy: (domains) => strictest(auth.policy, domains.map((dom) => config.domainPolicy.get(dom) ?? {})),
+          onError: (err) => s.log.warn("sender authentication failed; accepted without a verdict", { error: err.message }),
+        });
+        // Our own servers' outbound mail is not checked against its senders' SPF and DMARC.
+        return [async (ctx) => (ctx.client.trusted ? { verdict: ACCEPT } : check(ctx))];
+      }
+      default:
+        return [];
+    }
+  });
   return {
     connect,
     mail,

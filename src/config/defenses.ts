@@ -125,7 +125,9 @@ export const DEFAULT_AUTH_POLICY: AuthPolicy = { spfFail: "tag", dmarcReject: tr
 function authentication(r: Reader, value: unknown, hostname: string): NonNullable<DefensesConfig["authentication"]> {
   const path = "defenses.authentication";
   const o = r.section(value ?? {}, path, ["authserv_id", "spf_fail", "dmarc_reject", "temp_error"]);
-  return { authservId: r.string(o, "authserv_id", path, hostname), policy: authPolicy(r, o, path, DEFAULT_AUTH_POLICY) };
+  const authservId = r.string(o, "authserv_id", path, hostname);
+  if (!/^[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?$/i.test(authservId)) r.fail(join(path, "authserv_id"), "a host name such as mx.example.org", authservId);
+  return { authservId, policy: authPolicy(r, o, path, DEFAULT_AUTH_POLICY) };
 }
 
 function spamd(r: Reader, value: unknown): NonNullable<DefensesConfig["spamd"]> {

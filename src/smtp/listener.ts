@@ -139,6 +139,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
       ...(smtpTls ? { key: smtpTls.key, cert: smtpTls.cert, minVersion: "TLSv1.2" as const } : {}),
       onConnect: hooks.onConnect,
       onClose: hooks.onClose,
+      onMailFrom: hooks.onMailFrom,
       onRcptTo: hooks.onRcptTo,
       onData: hooks.onData,
     },

@@ -24,7 +24,19 @@ async function freeUdpPort(): Promise<number> {
 const quoteChunks = (value: string) => (value.match(/[\s\S]{1,255}/g) ?? [""]).join(",");
 
 export class DnsServer {
-  private constructor(private readonly proc: Subprocess<"ignore", "pipe", "pipe">, readonly port: number) {}
+  private log = "";
+
+  private constructor(private readonly proc: Subprocess<"ignore", "pipe", "pipe">, readonly port: number) {
+    void (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of proc.stderr) this.log += decoder.decode(chunk, { stream: true });
+    })();
+  }
+
+  /** How many queries of `type` for `name` the server has answered (from its query log). */
+  queries(name: string, type = "A"): number {
+    return this.log.split("\n").filter((l) => l.includes(`query[${type}] ${name} from`)).length;
+  }
 
   /** "127.0.0.1:PORT", as mailraven's dns.servers takes it. */
   get address(): string {
@@ -46,6 +58,7 @@ export class DnsServer {
       "--pid-file=",
       "--user=root",
       "--log-facility=-",
+      "--log-queries",
       `--local-ttl=${ttl}`,
       // Everything under .test is ours: names we do not list are NXDOMAIN, never forwarded.
       "--local=/test/",
@@ -78,7 +91,7 @@ export class DnsServer {
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "ENOTFOUND") return; // an NXDOMAIN answer: it is serving
-        if (this.proc.exitCode !== null) throw new Error(`dnsmasq exited: ${await new Response(this.proc.stderr).text()}`);
+        if (this.proc.exitCode !== null) throw new Error(`dnsmasq exited: ${this.log}`);
         if (Date.now() > deadline) throw new Error(`dnsmasq did not answer on ${this.address}`);
         await Bun.sleep(20);
       }
