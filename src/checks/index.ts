@@ -11,6 +11,8 @@
 import type { AuthPolicy, Config } from "../config/types.ts";
 import { ACCEPT } from "../verdict.ts";
 import { authenticationCheck } from "./content/authentication.ts";
+import { virusCheck } from "./content/clamd.ts";
+import { spamCheck } from "./content/spamd.ts";
 import { Resolver } from "../dns/resolver.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
@@ -85,8 +87,20 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
         // Our own servers' outbound mail is not checked against its senders' SPF and DMARC.
         return [async (ctx) => (ctx.client.trusted ? { verdict: ACCEPT } : check(ctx))];
       }
-      default:
-        return [];
+      case "clamd":
+        return [
+          virusCheck({ target: d.clamd!.target, timeoutMs: d.clamd!.timeoutMs, onError: (err) => s.log.warn("clamd scan failed; message accepted unscanned", { error: err.message }) }),
+        ];
+      case "spamd":
+        return [
+          spamCheck({
+            target: d.spamd!.target,
+            timeoutMs: d.spamd!.timeoutMs,
+            tagScore: d.spamd!.tagScore,
+            rejectScore: d.spamd!.rejectScore,
+            onError: (err) => s.log.warn("spamd scan failed; message accepted unscanned", { error: err.message }),
+          }),
+        ];
     }
   });
   return {
