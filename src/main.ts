@@ -6,6 +6,7 @@ import { restoreBackup, RestoreError } from "./backup/restore.ts";
 import { createBackup } from "./backup/snapshot.ts";
 import { adminClient, CliError } from "./cli/admin-client.ts";
 import { queueCommand } from "./cli/queue-cmd.ts";
+import { blockCommand, greylistCommand } from "./cli/policy-cmd.ts";
 import { effectiveConfig } from "./config/display.ts";
 import { DEFAULT_CONFIG_PATH, loadConfig, type ConfigSource } from "./config/load.ts";
 import { ConfigErrors } from "./config/reader.ts";
@@ -30,6 +31,10 @@ Commands:
   queue flush               make every queued message due now
   queue rm ID --bounce|--silent
                             delete a message, telling the sender or not
+  greylist ls | rm NETWORK [SENDER RECIPIENT]
+                            greylist triplets; remove one, or every triplet of a network
+  block ls | add CIDR [--for 24h] [--reason TEXT] | rm CIDR
+                            the dynamic IP blocklist
   backup [--offline]        hot backup through the admin API (or directly on the state
                             directory with --offline); prints where it went
   restore BACKUP [--force]  put a backup in place of the queue (relay stopped; the current
@@ -65,6 +70,8 @@ async function main(argv: string[]): Promise<number> {
         "older-than": { type: "string" },
         limit: { type: "string" },
         after: { type: "string" },
+        reason: { type: "string" },
+        for: { type: "string" },
         listen: { type: "string" },
         dir: { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -107,6 +114,10 @@ async function main(argv: string[]): Promise<number> {
       });
       return 0;
     }
+    case "greylist":
+      return greylistCommand(loadConfig(source), { positionals: rest, json: !!v.json, limit: v.limit }, out);
+    case "block":
+      return blockCommand(loadConfig(source), { positionals: rest, json: !!v.json, reason: v.reason, for: v.for }, out);
     case "queue":
       return queueCommand(loadConfig(source), { positionals: rest, json: !!v.json, state: v.state, domain: v.domain, olderThan: v["older-than"], limit: v.limit, after: v.after, bounce: !!v.bounce, silent: !!v.silent }, out);
     case "backup": {

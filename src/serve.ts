@@ -76,6 +76,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
     if (config.admin.listen) {
       const app = createAdminApp({
         store,
+        policy,
         log,
         metrics,
         wake: () => worker.wake(),

@@ -9,8 +9,11 @@ import type { Metrics } from "../metrics.ts";
 import { bearerAuth } from "./auth.ts";
 import { ApiError, errorBody } from "./errors.ts";
 import { queueRoutes, type QueueRouteDeps } from "./queue-routes.ts";
+import { policyRoutes } from "./policy-routes.ts";
+import type { PolicyStore } from "../policy/store.ts";
 
 export interface AdminDeps extends QueueRouteDeps {
+  readonly policy: PolicyStore;
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly backups: BackupRunner;
@@ -37,6 +40,9 @@ export function createAdminApp(deps: AdminDeps): Hono {
 
   app.use("/admin/*", bearerAuth(deps));
   app.route("/admin/queue", queueRoutes(deps));
+  const policy = policyRoutes(deps.policy);
+  app.route("/admin/greylist", policy.greylist);
+  app.route("/admin/blocklist", policy.blocklist);
   app.post("/admin/backup", async (c) => {
     try {
       const result = await deps.backups.run();

@@ -6,7 +6,7 @@ import type { Config } from "../config/types.ts";
 export class CliError extends Error {}
 
 export interface AdminClient {
-  request(method: string, path: string): Promise<unknown>;
+  request(method: string, path: string, body?: unknown): Promise<unknown>;
 }
 
 export function adminClient(config: Config): AdminClient {
@@ -19,12 +19,13 @@ export function adminClient(config: Config): AdminClient {
   const loopback = host === "localhost" || host === "::1" || host.startsWith("127.");
   const base = `${config.admin.tls ? "https" : "http"}://${host.includes(":") ? `[${host}]` : host}:${listen.port}`;
   return {
-    async request(method, path) {
+    async request(method, path, json) {
       let res: Response;
       try {
         res = await fetch(base + path, {
           method,
-          headers: { authorization: `Bearer ${token}` },
+          headers: { authorization: `Bearer ${token}`, ...(json === undefined ? {} : { "content-type": "application/json" }) },
+          ...(json === undefined ? {} : { body: JSON.stringify(json) }),
           // On loopback nobody can sit in the middle; the certificate names the public host anyway.
           ...(config.admin.tls && loopback ? { tls: { rejectUnauthorized: false } } : {}),
         });

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import parsePrometheus from "parse-prometheus-text-format";
 import { BlackholeDns, DnsServer } from "../helpers/dns.ts";
-import { Relay, waitFor } from "../helpers/relay.ts";
+import { BINARY, Relay, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
 
@@ -227,5 +227,49 @@ describe("rate limits, connection rate and blocklist", () => {
     expect(ok.greeting.code).toBe(220);
     ok.talk.close();
     await waitFor(() => relay.logs.some((l) => l.msg === "connection refused" && l.reason === "blocklist"), 5000, "the log line");
+  });
+});
+
+describe("admin API and CLI for the greylist and the blocklist", () => {
+  async function cli(relay: Relay, ...args: string[]) {
+    const proc = Bun.spawn([BINARY, ...args, "--config", relay.cliConfigPath()], { stdout: "pipe", stderr: "pipe" });
+    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    return { out, err, code };
+  }
+
+  test("list and remove greylist triplets", async () => {
+    const relay = await relayWith({ defenses: { greylist: { delay: "1h" } } });
+    const { talk } = await SmtpTalk.open(relay.port);
+    await talk.send("EHLO sender.test");
+    await talk.send("MAIL FROM:<g@sender.test>");
+    expect((await talk.send("RCPT TO:<bob@dest.test>")).code).toBe(451);
+    talk.close();
+    const body = (await (await relay.admin("GET", "/admin/greylist")).json()) as { entries: Record<string, unknown>[] };
+    expect(body.entries).toEqual([expect.objectContaining({ network: "127.0.0.0/24", sender: "g@sender.test", recipient: "bob@dest.test", state: "waiting", passes: 0 })]);
+    const ls = await cli(relay, "greylist", "ls");
+    expect(ls.code).toBe(0);
+    expect(ls.out).toContain("127.0.0.0/24");
+    const rm = await cli(relay, "greylist", "rm", "127.0.0.0/24", "g@sender.test", "bob@dest.test", "--json");
+    expect(JSON.parse(rm.out)).toEqual({ removed: 1 });
+    expect((await relay.admin("DELETE", "/admin/greylist")).status).toBe(400);
+  });
+
+  test("block and unblock an address at run time, with expiry", async () => {
+    const relay = await relayWith({});
+    const add = await cli(relay, "block", "add", "127.0.0.40", "--for", "1h", "--reason", "brute force", "--json");
+    expect(add.code).toBe(0);
+    expect(JSON.parse(add.out)).toMatchObject({ cidr: "127.0.0.40", reason: "brute force" });
+    const refused = await greeting(relay.port, "127.0.0.40");
+    expect(refused.greeting.code).toBe(554);
+    await refused.talk.closed;
+    const ls = await cli(relay, "block", "ls");
+    expect(ls.out).toContain("brute force");
+    const bad = await relay.admin("POST", "/admin/blocklist");
+    expect(bad.status).toBe(400);
+    expect((await cli(relay, "block", "rm", "127.0.0.40")).code).toBe(0);
+    const welcome = await greeting(relay.port, "127.0.0.40");
+    expect(welcome.greeting.code).toBe(220);
+    welcome.talk.close();
+    expect((await cli(relay, "block", "rm", "127.0.0.40")).err).toContain("not on the blocklist");
   });
 });
