@@ -28,7 +28,7 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       tls: c.smtp.tls ? { cert_file: c.smtp.tls.certFile, key_file: c.smtp.tls.keyFile } : null,
     },
     relay: {
-      domains: Object.fromEntries([...c.relay.domains].map(([d, r]) => [d, r.uri])),
+      domains: Object.fromEntries([...c.relay.domains].map(([d, r]) => [d, c.domainPolicy.has(d) ? { route: r.uri, ...policyView(c.domainPolicy.get(d)!) } : r.uri])),
       relay_networks: c.relay.relayNetworks.map((x) => x.text),
       smarthost: c.relay.smarthost?.uri ?? null,
     },
@@ -50,5 +50,49 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       tls: c.admin.tls ? { cert_file: c.admin.tls.certFile, key_file: c.admin.tls.keyFile } : null,
     },
     backup: { dir: c.backup.dir, keep: c.backup.keep },
+    dns: {
+      servers: c.dns.servers.map((s) => hostPort(s.host, s.port)),
+      timeout: formatDuration(c.dns.timeoutMs),
+      attempts: c.dns.attempts,
+    },
+    defenses: defensesView(c),
+    pipeline: { connect: c.pipeline.connect, mail: c.pipeline.mail, rcpt: c.pipeline.rcpt, content: c.pipeline.content },
+  };
+}
+
+function policyView(p: Partial<{ spfFail: string; dmarcReject: boolean; tempError: string }>): Record<string, unknown> {
+  return {
+    ...(p.spfFail !== undefined ? { spf_fail: p.spfFail } : {}),
+    ...(p.dmarcReject !== undefined ? { dmarc_reject: p.dmarcReject } : {}),
+    ...(p.tempError !== undefined ? { temp_error: p.tempError } : {}),
+  };
+}
+
+function defensesView(c: Config): Record<string, unknown> {
+  const d = c.defenses;
+  const limit = (l: { messages: number; windowMs: number } | null) => (l ? `${l.messages}/${formatDuration(l.windowMs)}` : "off");
+  const target = (t: { path: string } | { host: string; port: number }) => ("path" in t ? t.path : hostPort(t.host, t.port));
+  return {
+    allowlist: d.allowlist.map((x) => x.text),
+    blocklist: d.blocklist.map((x) => x.text),
+    connection_rate: d.connectionRate,
+    dnsbl: d.dnsbl ? { zones: d.dnsbl.zones.map((z) => z.spec), threshold: d.dnsbl.threshold, negative_ttl: formatDuration(d.dnsbl.negativeTtlMs) } : null,
+    greylist: d.greylist
+      ? {
+          delay: formatDuration(d.greylist.delayMs),
+          retry_window: formatDuration(d.greylist.retryWindowMs),
+          pass_ttl: formatDuration(d.greylist.passTtlMs),
+          auto_allowlist_after: d.greylist.autoAllowlistAfter,
+          allow_clients: d.greylist.allowClients.map((x) => x.text),
+          allow_senders: d.greylist.allowSenders,
+          allow_recipients: d.greylist.allowRecipients,
+        }
+      : null,
+    rate_limits: { per_ip: limit(d.rateLimits.perIp), per_sender_domain: limit(d.rateLimits.perSenderDomain) },
+    authentication: d.authentication
+      ? { authserv_id: d.authentication.authservId, spf_fail: d.authentication.policy.spfFail, dmarc_reject: d.authentication.policy.dmarcReject, temp_error: d.authentication.policy.tempError }
+      : null,
+    spamd: d.spamd ? { address: target(d.spamd.target), timeout: formatDuration(d.spamd.timeoutMs), tag_score: d.spamd.tagScore, reject_score: d.spamd.rejectScore } : null,
+    clamd: d.clamd ? { address: target(d.clamd.target), timeout: formatDuration(d.clamd.timeoutMs) } : null,
   };
 }
