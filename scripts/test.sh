@@ -15,6 +15,7 @@ command -v smtp-source >/dev/null || need+=(postfix)
 command -v openssl >/dev/null || need+=(openssl)
 command -v /usr/sbin/spamd >/dev/null || need+=(spamd)
 command -v /usr/sbin/clamd >/dev/null || need+=(clamav-daemon)
+command -v /usr/sbin/apparmor_parser >/dev/null || need+=(apparmor)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
