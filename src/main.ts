@@ -3,7 +3,7 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { restoreBackup, RestoreError } from "./backup/restore.ts";
-import { createBackup } from "./backup/snapshot.ts";
+import { BackupError, createBackup } from "./backup/snapshot.ts";
 import { adminClient, CliError } from "./cli/admin-client.ts";
 import { queueCommand } from "./cli/queue-cmd.ts";
 import { blockCommand, greylistCommand } from "./cli/policy-cmd.ts";
@@ -174,7 +174,7 @@ function exitStatus(err: unknown): number {
     process.stderr.write(`mailraven: ${e.message}\n`);
     return 78;
   }
-  const expected = err instanceof CliError || err instanceof RestoreError || /^(cannot listen|another mailraven)/.test(e.message ?? "");
+  const expected = err instanceof CliError || err instanceof RestoreError || err instanceof BackupError || /^(cannot listen|another mailraven)/.test(e.message ?? "");
   process.stderr.write(`mailraven: ${expected ? e.message : (e.stack ?? e)}\n`);
   return 1;
 }

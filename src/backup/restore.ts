@@ -3,7 +3,7 @@
 // state directory, and refuses to replace an existing queue without `force`.
 
 import { Database } from "bun:sqlite";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync } from "node:fs";
+import { chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, statSync } from "node:fs";
 import { fsyncPath } from "../fsync.ts";
 import { join } from "node:path";
 import { runningPid } from "../state-lock.ts";
@@ -47,6 +47,12 @@ export function restoreBackup(backupPath: string, stateDir: string, force: boole
   fsyncPath(tmp);
   renameSync(tmp, current);
   fsyncPath(stateDir);
+  // Run as root (from a script), the new files would be root's and the relay, running as
+  // the state directory's owner, could not open them: hand them to that owner.
+  if (process.getuid?.() === 0) {
+    const { uid, gid } = statSync(stateDir);
+    for (const path of [current, join(stateDir, "spool"), ...spoolIds.map((id) => join(stateDir, "spool", id))]) chownSync(path, uid, gid);
+  }
   return { restored_from: backupPath, messages, spool_files: spoolIds.length, previous_state_kept_in: keptIn };
 }
 

@@ -5,7 +5,7 @@
 // relay's event loop never waits on it.
 
 import { Database } from "bun:sqlite";
-import { copyFileSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { fsyncPath } from "../fsync.ts";
 import { join } from "node:path";
 
@@ -22,13 +22,20 @@ export interface BackupResult {
 
 const PREFIX = "mailraven-";
 
+/** A backup that cannot be made, for a reason the operator can act on. */
+export class BackupError extends Error {}
+
 export function backupName(now: Date): string {
   return PREFIX + now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
 }
 
 export async function createBackup(stateDir: string, backupDir: string, keep: number, now = new Date()): Promise<BackupResult> {
   const started = performance.now();
+  if (!existsSync(join(stateDir, "queue.db"))) {
+    throw new BackupError(`no queue database in ${stateDir}: mailraven has not run with this state_dir yet, so there is nothing to back up`);
+  }
   mkdirSync(backupDir, { recursive: true, mode: 0o700 });
+  removeAbandoned(backupDir);
   const name = backupName(now);
   const final = join(backupDir, name);
   const partial = join(backupDir, `.partial-${name}-${process.pid}`);
@@ -88,6 +95,19 @@ export async function createBackup(stateDir: string, backupDir: string, keep: nu
   } catch (err) {
     rmSync(partial, { recursive: true, force: true });
     throw err;
+  }
+}
+
+/** Partial backups left by a backup process that was killed (its pid is gone). */
+function removeAbandoned(backupDir: string): void {
+  for (const name of readdirSync(backupDir)) {
+    const pid = Number(/^\.partial-.*-(\d+)$/.exec(name)?.[1]);
+    if (!pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch {
+      rmSync(join(backupDir, name), { recursive: true, force: true });
+    }
   }
 }
 
