@@ -3,8 +3,8 @@
 // synchronous=NORMAL: losing the last second of greylist entries to a power cut is harmless,
 // and these writes must not queue behind the message queue's fsyncs.
 
-import { Database } from "bun:sqlite";
-import { closeSync, openSync } from "node:fs";
+import type { Database } from "bun:sqlite";
+import { openDatabase } from "../sqlite.ts";
 import { join } from "node:path";
 import { parseCidr, type Cidr } from "../net/cidr.ts";
 
@@ -79,12 +79,7 @@ export class PolicyStore {
   }
 
   static open(stateDir: string): PolicyStore {
-    const path = join(stateDir, "policy.db");
-    closeSync(openSync(path, "a", 0o600));
-    const db = new Database(path, { create: true, strict: true });
-    db.run("PRAGMA journal_mode = WAL");
-    db.run("PRAGMA synchronous = NORMAL");
-    db.run("PRAGMA busy_timeout = 5000");
+    const db = openDatabase(join(stateDir, "policy.db"), "NORMAL");
     db.run(SCHEMA);
     return new PolicyStore(db);
   }

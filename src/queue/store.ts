@@ -3,7 +3,7 @@
 // i.e. after its rows (and spool file, if any) are on disk.
 
 import { Database } from "bun:sqlite";
-import { closeSync, mkdirSync, openSync } from "node:fs";
+import { openDatabase } from "../sqlite.ts";
 import { join } from "node:path";
 import { GroupCommit } from "./group-commit.ts";
 import { QueueIdGenerator } from "./id.ts";
@@ -158,17 +158,9 @@ export class QueueStore {
   }
 
   static open(stateDir: string): QueueStore {
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    // The queue holds addresses and message bodies: 0600. SQLite gives the -wal and -shm
-    // files the mode of the database file, so creating that one first covers all three.
-    const path = join(stateDir, "queue.db");
-    closeSync(openSync(path, "a", 0o600));
-    const db = new Database(path, { create: true, strict: true });
     // WAL + FULL: every commit fsyncs the WAL, so a 250 reply survives power loss.
-    db.run("PRAGMA journal_mode = WAL");
-    db.run("PRAGMA synchronous = FULL");
+    const db = openDatabase(join(stateDir, "queue.db"), "FULL");
     db.run("PRAGMA foreign_keys = ON");
-    db.run("PRAGMA busy_timeout = 5000");
     db.run(SCHEMA);
     migrate(db);
     const store = new QueueStore(db, stateDir);
