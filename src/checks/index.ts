@@ -71,7 +71,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
   });
   const mail: Check<MailContext>[] = config.pipeline.mail.map(() => rateLimitCheck(d.rateLimits, s.caches.buckets, s.now));
   const rcpt: Check<RcptContext>[] = [
-    relayPolicy(config.relay),
+    relayPolicy(config.relay, config.outbound.mxDelivery),
     ...config.pipeline.rcpt.map(() => greylistCheck(d.greylist!, s.policy, s.caches.greylist, s.now, (decision) => s.metrics.greylistDecisions.inc({ decision }))),
   ];
   const content: ContentCheck[] = config.pipeline.content.flatMap((name): ContentCheck[] => {

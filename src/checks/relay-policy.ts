@@ -6,12 +6,14 @@ import { hasRoutingSyntax, type Mailbox } from "../smtp/address.ts";
 import { ACCEPT, reject, type Verdict } from "../verdict.ts";
 import type { RcptContext } from "./types.ts";
 
-export function routeFor(relay: RelayConfig, rcpt: Mailbox): Route | null {
+export function routeFor(relay: RelayConfig, rcpt: Mailbox, mxDelivery = false): Route | null {
   if (rcpt.isLiteral) return null;
-  return relay.domains.get(rcpt.domain) ?? relay.smarthost;
+  const configured = relay.domains.get(rcpt.domain) ?? relay.smarthost;
+  if (configured) return configured;
+  return mxDelivery ? { protocol: "mx", host: rcpt.domain, port: 25, uri: `mx://${rcpt.domain}` } : null;
 }
 
-export function relayPolicy(relay: RelayConfig) {
+export function relayPolicy(relay: RelayConfig, mxDelivery = false) {
   return (ctx: RcptContext): Verdict => {
     const { recipient: rcpt, client } = ctx;
     const ours = !rcpt.isLiteral && relay.domains.has(rcpt.domain);
@@ -21,8 +23,8 @@ export function relayPolicy(relay: RelayConfig) {
       if (!client.trusted && hasRoutingSyntax(rcpt.localPart)) return denied("routing syntax in local part");
       return ACCEPT;
     }
-    if (!client.trusted) return denied("domain not relayed for untrusted client");
-    if (!routeFor(relay, rcpt)) return reject(550, "5.4.4", "Unable to route: no route to destination domain", "no route");
+    if (!client.trusted && client.user === null) return denied("domain not relayed for untrusted client");
+    if (!routeFor(relay, rcpt, mxDelivery)) return reject(550, "5.4.4", "Unable to route: no route to destination domain", "no route");
     return ACCEPT;
   };
 }

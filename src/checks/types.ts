@@ -12,6 +12,8 @@ export interface ClientInfo {
   readonly secure: boolean;
   /** The client is inside relay_networks and may relay to any domain. */
   readonly trusted: boolean;
+  /** The authenticated submission user, or null. */
+  readonly user: string | null;
 }
 
 /** What is known when a client connects, before any command. */

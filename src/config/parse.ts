@@ -11,6 +11,7 @@ import { ConfigErrors, join, Reader, type Obj, type SecretSources } from "./read
 import type { AdminConfig, AuthPolicy, Config, ListenAddress, Route, TlsFiles } from "./types.ts";
 import { authPolicy, DEFAULT_AUTH_POLICY, parseDefenses, parseDns, parsePipeline } from "./defenses.ts";
 import { systemServers } from "../dns/resolver.ts";
+import { parseOutbound } from "./outbound.ts";
 
 const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h"];
 const DEFAULT_PORTS = { smtp: 25, lmtp: 24 } as const;
@@ -38,7 +39,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     vars: env.vars ?? process.env,
     readFile: env.readFile ?? ((p) => readFileSync(resolve(env.cwd, p), "utf8")),
   };
-  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup", "dns", "defenses", "pipeline"]);
+  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup", "dns", "defenses", "pipeline", "outbound"]);
 
   const hostname = r.string(top, "hostname", "", osHostname());
   if (!isHostname(hostname)) r.fail("hostname", "a fully qualified host name such as mx.example.org", hostname);
@@ -102,6 +103,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     defenses,
     pipeline: parsePipeline(r, top.pipeline, defenses),
     domainPolicy,
+    outbound: parseOutbound(r, top.outbound, stateDir, env.cwd),
   };
   if (r.problems.length) throw new ConfigErrors(r.problems);
   return deepFreeze(config);

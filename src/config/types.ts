@@ -5,7 +5,8 @@ import type { Cidr } from "../net/cidr.ts";
 import type { LogLevel } from "../log.ts";
 
 export interface Route {
-  readonly protocol: "smtp" | "lmtp";
+  /** "mx": deliver to the domain's MX hosts (host is the domain), see outbound.mx_delivery. */
+  readonly protocol: "smtp" | "lmtp" | "mx";
   readonly host: string;
   readonly port: number;
   /** As written in the config, used as the route's name in logs and the queue. */
@@ -142,6 +143,21 @@ export interface PipelineConfig {
   readonly content: readonly ("authentication" | "clamd" | "spamd")[];
 }
 
+/** How hard to insist on TLS towards a destination (deliver/tls-policy.ts). */
+export type TlsPolicy = "none" | "opportunistic" | "required" | "verify";
+
+export interface OutboundConfig {
+  /** Deliver mail for domains without a route (from trusted or authenticated senders) to their MX hosts. */
+  readonly mxDelivery: boolean;
+  readonly tlsPolicy: { readonly default: TlsPolicy; readonly byDomain: ReadonlyMap<string, TlsPolicy> };
+  /** Fetch and obey MTA-STS policies (RFC 8461) for MX delivery. */
+  readonly mtaSts: boolean;
+  /** DKIM keys live here, one directory per domain (mailraven dkim keygen). */
+  readonly dkimDir: string;
+  /** Sign outbound mail (trusted or authenticated senders) whose From: domain has a key. */
+  readonly dkimSign: boolean;
+}
+
 export interface Config {
   readonly hostname: string;
   readonly stateDir: string;
@@ -157,4 +173,5 @@ export interface Config {
   readonly pipeline: PipelineConfig;
   /** Per relay domain overrides of defenses.authentication's policy. */
   readonly domainPolicy: ReadonlyMap<string, Partial<AuthPolicy>>;
+  readonly outbound: OutboundConfig;
 }

@@ -104,7 +104,7 @@ export class DeliveryWorker {
     const noRoute: DueRecipient[] = [];
     for (const r of due) {
       const mailbox = parseMailbox(r.address);
-      const route = mailbox && routeFor(config.relay, mailbox);
+      const route = mailbox && routeFor(config.relay, mailbox, config.outbound.mxDelivery);
       if (!route) {
         noRoute.push(r);
         continue;

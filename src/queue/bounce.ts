@@ -22,7 +22,7 @@ export interface BounceOf {
 export async function bounceFor(store: QueueStore, config: Config, log: Logger, b: BounceOf, now: number): Promise<NewMessage | null> {
   if (b.failed.length === 0 || b.sender === "") return null;
   const senderBox = parseMailbox(b.sender);
-  const route = senderBox && routeFor(config.relay, senderBox);
+  const route = senderBox && routeFor(config.relay, senderBox, config.outbound.mxDelivery);
   if (!route) {
     log.error("bounce not sent: no route to the sender's domain", { queue_id: b.messageId, from: b.sender });
     return null;

@@ -52,6 +52,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
     helo: s.hostNameAppearsAs || "",
     secure: s.secure,
     trusted: anyContains(config.relay.relayNetworks, s.remoteAddress),
+    user: typeof s.user === "string" ? s.user : null,
   });
 
   return {
@@ -152,7 +153,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
           await store.enqueue({
             id,
             sender,
-            recipients: recipients.map((r) => ({ address: r.address, route: routeFor(config.relay, r)?.uri ?? "" })),
+            recipients: recipients.map((r) => ({ address: r.address, route: routeFor(config.relay, r, config.outbound.mxDelivery)?.uri ?? "" })),
             head,
             inlineBody,
             size: head.length + body.bodyLength,

@@ -65,7 +65,7 @@ function context(message: string | Buffer | (() => NodeJS.ReadableStream), sende
   const buf = typeof message === "function" ? Buffer.alloc(0) : Buffer.from(message);
   const end = buf.indexOf("\r\n\r\n");
   return {
-    client: { ip: "127.0.0.1", port: 40000, hostname: "localhost", helo, secure: false, trusted: false },
+    client: { ip: "127.0.0.1", port: 40000, hostname: "localhost", helo, secure: false, trusted: false, user: null },
     sender,
     recipients: [parseMailbox("bob@dest.test")!],
     localDomains: ["dest.test"],

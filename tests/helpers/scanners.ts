@@ -185,7 +185,7 @@ export class SilentServer {
 export function contentContext(message: string | Uint8Array, over: Partial<ContentContext> = {}): ContentContext {
   const bytes = typeof message === "string" ? Buffer.from(message, "latin1") : Buffer.from(message);
   return {
-    client: { ip: "127.0.0.1", port: 40000, hostname: "localhost", helo: "client.test", secure: false, trusted: false },
+    client: { ip: "127.0.0.1", port: 40000, hostname: "localhost", helo: "client.test", secure: false, trusted: false, user: null },
     sender: "alice@origin.test",
     recipients: [],
     localDomains: [],

@@ -4,7 +4,7 @@ import type { DataContext } from "../../src/checks/types.ts";
 
 function ctx(over: Partial<DataContext>): DataContext {
   return {
-    client: { ip: "192.0.2.1", port: 40000, hostname: "[192.0.2.1]", helo: "client.example", secure: false, trusted: false },
+    client: { ip: "192.0.2.1", port: 40000, hostname: "[192.0.2.1]", helo: "client.example", secure: false, trusted: false, user: null },
     sender: "a@example.org",
     recipients: [],
     size: 100,
