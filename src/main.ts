@@ -7,6 +7,8 @@ import { BackupError, createBackup } from "./backup/snapshot.ts";
 import { adminClient, CliError } from "./cli/admin-client.ts";
 import { queueCommand } from "./cli/queue-cmd.ts";
 import { blockCommand, greylistCommand } from "./cli/policy-cmd.ts";
+import { readPassword, userCommand } from "./cli/user-cmd.ts";
+import { UserError } from "./users/store.ts";
 import { effectiveConfig } from "./config/display.ts";
 import { DEFAULT_CONFIG_PATH, loadConfig, type ConfigSource } from "./config/load.ts";
 import { ConfigErrors } from "./config/reader.ts";
@@ -31,6 +33,8 @@ Commands:
   queue flush               make every queued message due now
   queue rm ID --bounce|--silent
                             delete a message, telling the sender or not
+  user ls | add NAME --identity ADDR|@DOMAIN... | passwd NAME | rm NAME
+                            submission users (password typed, or --password-stdin)
   greylist ls | rm NETWORK [SENDER RECIPIENT]
                             greylist triplets; remove one, or every triplet of a network
   block ls | add CIDR [--for 24h] [--reason TEXT] | rm CIDR
@@ -71,6 +75,8 @@ async function main(argv: string[]): Promise<number> {
         limit: { type: "string" },
         after: { type: "string" },
         reason: { type: "string" },
+        identity: { type: "string", multiple: true },
+        "password-stdin": { type: "boolean" },
         for: { type: "string" },
         listen: { type: "string" },
         dir: { type: "string" },
@@ -114,6 +120,10 @@ async function main(argv: string[]): Promise<number> {
       });
       return 0;
     }
+    case "user":
+      return userCommand(loadConfig(source), { positionals: rest, identities: v.identity ?? [], passwordStdin: !!v["password-stdin"], json: !!v.json }, out, () =>
+        readPassword(!!v["password-stdin"]),
+      );
     case "greylist":
       return greylistCommand(loadConfig(source), { positionals: rest, json: !!v.json, limit: v.limit }, out);
     case "block":
@@ -174,7 +184,7 @@ function exitStatus(err: unknown): number {
     process.stderr.write(`mailraven: ${e.message}\n`);
     return 78;
   }
-  const expected = err instanceof CliError || err instanceof RestoreError || err instanceof BackupError || /^(cannot listen|another mailraven)/.test(e.message ?? "");
+  const expected = err instanceof CliError || err instanceof RestoreError || err instanceof BackupError || err instanceof UserError || /^(cannot listen|another mailraven)/.test(e.message ?? "");
   process.stderr.write(`mailraven: ${expected ? e.message : (e.stack ?? e)}\n`);
   return 1;
 }

@@ -18,6 +18,8 @@ import { startSmtpListener, type SmtpListener } from "./smtp/listener.ts";
 import { acquireStateLock } from "./state-lock.ts";
 import { pipelineServices } from "./checks/index.ts";
 import { PolicyStore } from "./policy/store.ts";
+import { AuthGuard } from "./smtp/auth-guard.ts";
+import { UserStore } from "./users/store.ts";
 
 const DELIVERY_DRAIN_MS = 10_000;
 
@@ -40,8 +42,10 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   const lock = acquireStateLock(config.stateDir);
   const store = QueueStore.open(config.stateDir);
   const policy = PolicyStore.open(config.stateDir);
+  const users = config.submission ? UserStore.open(config.stateDir) : null;
+  const authGuard = config.submission ? new AuthGuard(config.submission.authFailures, policy, log) : null;
   const metrics = createMetrics();
-  const services = pipelineServices(policy, metrics, log);
+  const services = pipelineServices(policy, users, metrics, log);
   const runtime = new Live(buildRuntime(config, services));
   // Expired greylist triplets, allowlisted networks and blocks go away once an hour.
   const cleanup = setInterval(() => {
@@ -70,13 +74,15 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   };
 
   try {
-    for (const address of config.smtp.listen) {
-      listeners.push(await startSmtpListener(address, { runtime, store, log, metrics, onQueued: () => worker.wake() }));
-    }
+    const sessionDeps = { runtime, store, log, metrics, users, authGuard, onQueued: () => worker.wake() };
+    for (const address of config.smtp.listen) listeners.push(await startSmtpListener(address, sessionDeps, "mx"));
+    for (const address of config.submission?.starttls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "submission"));
+    for (const address of config.submission?.implicitTls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "smtps"));
     if (config.admin.listen) {
       const app = createAdminApp({
         store,
         policy,
+        users,
         log,
         metrics,
         wake: () => worker.wake(),
@@ -94,6 +100,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
     clearInterval(cleanup);
     store.close();
     policy.close();
+    users?.close();
     lock.release();
     throw err;
   }
@@ -129,6 +136,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
       clearInterval(cleanup);
       store.close();
       policy.close();
+      users?.close();
       lock.release();
       log.info("stopped", { duration_ms: Date.now() - started });
     })());

@@ -11,9 +11,12 @@ import { ApiError, errorBody } from "./errors.ts";
 import { queueRoutes, type QueueRouteDeps } from "./queue-routes.ts";
 import { policyRoutes } from "./policy-routes.ts";
 import type { PolicyStore } from "../policy/store.ts";
+import type { UserStore } from "../users/store.ts";
+import { userRoutes } from "./user-routes.ts";
 
 export interface AdminDeps extends QueueRouteDeps {
   readonly policy: PolicyStore;
+  readonly users: UserStore | null;
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly backups: BackupRunner;
@@ -43,6 +46,7 @@ export function createAdminApp(deps: AdminDeps): Hono {
   const policy = policyRoutes(deps.policy);
   app.route("/admin/greylist", policy.greylist);
   app.route("/admin/blocklist", policy.blocklist);
+  app.route("/admin/users", userRoutes(deps.users));
   app.post("/admin/backup", async (c) => {
     try {
       const result = await deps.backups.run();

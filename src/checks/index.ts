@@ -17,6 +17,9 @@ import { Resolver } from "../dns/resolver.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { PolicyStore } from "../policy/store.ts";
+import type { UserStore } from "../users/store.ts";
+import { fromIdentity, senderIdentity } from "./submission/identity.ts";
+import { userRateLimit } from "./submission/user-rate-limit.ts";
 import { blocklistCheck } from "./connect/blocklist.ts";
 import { connectionCounts, connectionRateCheck, type ConnectionCounts } from "./connect/connection-rate.ts";
 import { dnsblCache, dnsblCheck, type DnsblCache } from "./connect/dnsbl.ts";
@@ -29,14 +32,16 @@ import type { Check, ConnectContext, ContentCheck, MailContext, Pipeline, RcptCo
 /** State the checks keep across configuration reloads. */
 export interface PipelineServices {
   readonly policy: PolicyStore;
+  /** Submission users; null when submission is not configured. */
+  readonly users: UserStore | null;
   readonly caches: { readonly dnsbl: DnsblCache; readonly connections: ConnectionCounts; readonly buckets: Buckets; readonly greylist: GreylistCache };
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly now: () => number;
 }
 
-export function pipelineServices(policy: PolicyStore, metrics: Metrics, log: Logger, now: () => number = Date.now): PipelineServices {
-  return { policy, metrics, log, now, caches: { dnsbl: dnsblCache(), connections: connectionCounts(), buckets: buckets(), greylist: greylistCache() } };
+export function pipelineServices(policy: PolicyStore, users: UserStore | null, metrics: Metrics, log: Logger, now: () => number = Date.now): PipelineServices {
+  return { policy, users, metrics, log, now, caches: { dnsbl: dnsblCache(), connections: connectionCounts(), buckets: buckets(), greylist: greylistCache() } };
 }
 
 /** One reply serves every recipient, so the strictest policy among their domains applies. */
@@ -52,7 +57,8 @@ export function strictest(base: AuthPolicy, overrides: readonly Partial<AuthPoli
 export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
   const d = config.defenses;
   const resolver = new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeoutMs, attempts: config.dns.attempts });
-  const connect: Check<ConnectContext>[] = config.pipeline.connect.map((name) => {
+  const connectNamed: [string, Check<ConnectContext>][] = config.pipeline.connect.map((name) => [name, connectCheck(name)]);
+  function connectCheck(name: (typeof config.pipeline.connect)[number]): Check<ConnectContext> {
     switch (name) {
       case "blocklist":
         return blocklistCheck(d.blocklist, s.policy, s.now);
@@ -68,13 +74,21 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
           },
         });
     }
-  });
-  const mail: Check<MailContext>[] = config.pipeline.mail.map(() => rateLimitCheck(d.rateLimits, s.caches.buckets, s.now));
+  }
+  const connect = connectNamed.map(([, c]) => c);
+  const connectSubmission = connectNamed.filter(([n]) => n !== "dnsbl").map(([, c]) => c);
+  const sub = config.submission;
+  const users = s.users;
+  const mail: Check<MailContext>[] = [
+    ...(sub && users ? [senderIdentity(users), ...(sub.rateLimit ? [userRateLimit(sub.rateLimit, s.caches.buckets, s.now)] : [])] : []),
+    ...config.pipeline.mail.map(() => rateLimitCheck(d.rateLimits, s.caches.buckets, s.now)),
+  ];
   const rcpt: Check<RcptContext>[] = [
     relayPolicy(config.relay, config.outbound.mxDelivery),
     ...config.pipeline.rcpt.map(() => greylistCheck(d.greylist!, s.policy, s.caches.greylist, s.now, (decision) => s.metrics.greylistDecisions.inc({ decision }))),
   ];
-  const content: ContentCheck[] = config.pipeline.content.flatMap((name): ContentCheck[] => {
+  const identityCheck: ContentCheck[] = sub && users ? [fromIdentity(users)] : [];
+  const content: ContentCheck[] = identityCheck.concat(...config.pipeline.content.map((name): ContentCheck[] => {
     switch (name) {
       case "authentication": {
         const auth = d.authentication!;
@@ -84,8 +98,8 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
           policy: (domains) => strictest(auth.policy, domains.map((dom) => config.domainPolicy.get(dom) ?? {})),
           onError: (err) => s.log.warn("sender authentication failed; accepted without a verdict", { error: err.message }),
         });
-        // Our own servers' outbound mail is not checked against its senders' SPF and DMARC.
-        return [async (ctx) => (ctx.client.trusted ? { verdict: ACCEPT } : check(ctx))];
+        // Our own servers' and users' outbound mail is not checked against its senders' SPF and DMARC.
+        return [async (ctx) => (ctx.client.trusted || ctx.client.user !== null ? { verdict: ACCEPT } : check(ctx))];
       }
       case "clamd":
         return [
@@ -102,9 +116,10 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
           }),
         ];
     }
-  });
+  }));
   return {
     connect,
+    connectSubmission,
     mail,
     rcpt,
     data: [messageSize(config.smtp.maxMessageSize), bareNewline, hopCount(config.smtp.maxHops)],

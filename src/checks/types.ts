@@ -78,6 +78,8 @@ export type ContentCheck = (ctx: ContentContext) => Promise<ContentResult>;
 
 export interface Pipeline {
   readonly connect: readonly Check<ConnectContext>[];
+  /** The connect stage on submission ports: users connect from anywhere, so no DNS lists. */
+  readonly connectSubmission: readonly Check<ConnectContext>[];
   readonly mail: readonly Check<MailContext>[];
   readonly rcpt: readonly Check<RcptContext>[];
   readonly data: readonly Check<DataContext>[];

@@ -12,6 +12,7 @@ import type { AdminConfig, AuthPolicy, Config, ListenAddress, Route, TlsFiles } 
 import { authPolicy, DEFAULT_AUTH_POLICY, parseDefenses, parseDns, parsePipeline } from "./defenses.ts";
 import { systemServers } from "../dns/resolver.ts";
 import { parseOutbound } from "./outbound.ts";
+import { parseSubmission } from "./submission.ts";
 
 const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h"];
 const DEFAULT_PORTS = { smtp: 25, lmtp: 24 } as const;
@@ -39,7 +40,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     vars: env.vars ?? process.env,
     readFile: env.readFile ?? ((p) => readFileSync(resolve(env.cwd, p), "utf8")),
   };
-  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup", "dns", "defenses", "pipeline", "outbound"]);
+  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup", "dns", "defenses", "pipeline", "outbound", "submission"]);
 
   const hostname = r.string(top, "hostname", "", osHostname());
   if (!isHostname(hostname)) r.fail("hostname", "a fully qualified host name such as mx.example.org", hostname);
@@ -54,6 +55,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
   const adminObj = r.section(top.admin, "admin", ["enabled", "listen", "token", "token_file", "token_env", "tls"]);
   const backupObj = r.section(top.backup, "backup", ["dir", "keep"]);
   const stateDir = resolve(env.cwd, r.string(top, "state_dir", "", "/var/lib/mailraven"));
+  const smtpTls = tlsFiles(r, smtpObj.tls, "smtp.tls", env.cwd);
   const defenses = parseDefenses(r, top.defenses, hostname.toLowerCase());
   const domainPolicy = new Map<string, Partial<AuthPolicy>>();
 
@@ -76,7 +78,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       greetingDelayMs: r.duration(smtpObj, "greeting_delay", "smtp", 1000),
       greetingAllowlist: cidrs(r, smtpObj, "greeting_allowlist", "smtp", []),
       shutdownTimeoutMs: r.duration(smtpObj, "shutdown_timeout", "smtp", 30_000),
-      tls: tlsFiles(r, smtpObj.tls, "smtp.tls", env.cwd),
+      tls: smtpTls,
     },
     relay: {
       domains: domains(r, relayObj, domainPolicy),
@@ -104,6 +106,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     pipeline: parsePipeline(r, top.pipeline, defenses),
     domainPolicy,
     outbound: parseOutbound(r, top.outbound, stateDir, env.cwd),
+    submission: parseSubmission(r, top.submission, env.cwd, smtpTls, (list, path) => addressList(r, list, path)),
   };
   if (r.problems.length) throw new ConfigErrors(r.problems);
   return deepFreeze(config);
@@ -112,9 +115,13 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
 function listenAddresses(r: Reader, smtp: Obj): ListenAddress[] {
   const list = r.list(smtp, "listen", "smtp") ?? ["0.0.0.0:25"];
   if (list.length === 0) r.fail("smtp.listen", "at least one address such as \"0.0.0.0:25\"", list);
+  return addressList(r, list, "smtp.listen");
+}
+
+function addressList(r: Reader, list: unknown[], path: string): ListenAddress[] {
   return list.flatMap((item, i) => {
     const parsed = typeof item === "string" ? parseHostPort(item) : undefined;
-    if (!parsed || parsed.port === undefined) return r.fail(join("smtp.listen", i), 'an address such as "0.0.0.0:25" or "[::]:25"', item) ?? [];
+    if (!parsed || parsed.port === undefined) return r.fail(join(path, i), 'an address such as "0.0.0.0:25" or "[::]:25"', item) ?? [];
     return [{ host: parsed.host, port: parsed.port }];
   });
 }

@@ -143,6 +143,19 @@ export interface PipelineConfig {
   readonly content: readonly ("authentication" | "clamd" | "spamd")[];
 }
 
+export interface SubmissionConfig {
+  /** 587: plain connections that must STARTTLS before AUTH. */
+  readonly starttls: readonly ListenAddress[];
+  /** 465: TLS from the first byte. */
+  readonly implicitTls: readonly ListenAddress[];
+  /** Chosen by SNI; the first is the default. */
+  readonly certificates: readonly TlsFiles[];
+  /** Messages per user per window. */
+  readonly rateLimit: RateLimit | null;
+  /** This many failed AUTHs from one IP within the window put it on the blocklist for block_for. */
+  readonly authFailures: { readonly max: number; readonly windowMs: number; readonly blockForMs: number };
+}
+
 /** How hard to insist on TLS towards a destination (deliver/tls-policy.ts). */
 export type TlsPolicy = "none" | "opportunistic" | "required" | "verify";
 
@@ -174,4 +187,5 @@ export interface Config {
   /** Per relay domain overrides of defenses.authentication's policy. */
   readonly domainPolicy: ReadonlyMap<string, Partial<AuthPolicy>>;
   readonly outbound: OutboundConfig;
+  readonly submission: SubmissionConfig | null;
 }

@@ -40,7 +40,7 @@ export interface ConnectionOwner {
 
 export function assertLibraryCompatible(): void {
   const proto = SMTPConnection.prototype as unknown as Record<string, unknown>;
-  for (const method of ["_setListeners", "_createParser", "_onCloseEvent", "_onCommand", "connectionReady", "send", "init", "close"]) {
+  for (const method of ["_setListeners", "_createParser", "_onCloseEvent", "_onCommand", "_isDisabled", "connectionReady", "send", "init", "close"]) {
     if (typeof proto[method] !== "function") {
       throw new Error(`smtp-server is incompatible: SMTPConnection.${method} is missing; pin the version in package.json`);
     }
@@ -51,10 +51,14 @@ export class RelayConnection extends SMTPConnection {
   greetingDelayMs = 0;
   commandTimeoutMs = 30_000;
   owner: ConnectionOwner | null = null;
+  /** Submission on 587: AUTH is neither offered nor accepted before STARTTLS (RFC 3207, RFC 4954 4). */
+  authRequiresTls = false;
   private ended = false;
   private commandTimer: ReturnType<typeof setTimeout> | null = null;
 
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    // smtp-server answers AUTH before STARTTLS with the non-standard 538; RFC 3207 says 530.
+    if (code === 538) code = 530;
     super.send(code, data, typeof data === "string" && ENHANCED.test(data) ? false : context);
   }
 
@@ -85,7 +89,18 @@ export class RelayConnection extends SMTPConnection {
       callback?.();
       return;
     }
+    if (this.authRequiresTls && !this.secure && /^AUTH\b/i.test(command.toString("latin1"))) {
+      super.send(530, "5.7.0 Must issue a STARTTLS command first", false);
+      callback?.();
+      return;
+    }
     super._onCommand(command, callback);
+  }
+
+  // Hides AUTH from EHLO and from the library's "authentication required" gate until TLS is up.
+  override _isDisabled(command: string): boolean {
+    if (this.authRequiresTls && !this.secure && command === "AUTH") return true;
+    return super._isDisabled(command);
   }
 
   override _onCloseEvent(hadError?: boolean): void {

@@ -13,7 +13,7 @@ import { LRUCache } from "lru-cache";
 import { runStage } from "../checks/types.ts";
 import { ACCEPT, type Verdict } from "../verdict.ts";
 import { RelayConnection, type ConnectionOwner } from "./connection-adapter.ts";
-import { sessionHooks, type SessionDeps } from "./session.ts";
+import { sessionHooks, type ListenerMode, type SessionDeps } from "./session.ts";
 
 /** Clients that waited for a delayed greeting are greeted at once for this long (like postscreen's cache). */
 const PREGREET_PASS_TTL_MS = 24 * 3_600_000;
@@ -24,7 +24,13 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
   private readonly connectVerdicts = new Map<string, Promise<Verdict>>();
   private readonly pregreetPassedIps = new LRUCache<string, true>({ max: 100_000, ttl: PREGREET_PASS_TTL_MS });
 
-  constructor(options: SMTPServerOptions, private readonly runtime: Live<Runtime>, private readonly log: Logger, private readonly metrics: Metrics) {
+  constructor(
+    options: SMTPServerOptions,
+    private readonly runtime: Live<Runtime>,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+    private readonly mode: ListenerMode,
+  ) {
     super(options);
   }
 
@@ -41,12 +47,15 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     const conn = new RelayConnection(this, socket, socketOptions);
     conn.owner = this;
     conn.commandTimeoutMs = smtp.commandTimeoutMs;
+    conn.authRequiresTls = this.mode === "submission";
     const trusted = anyContains(config.relay.relayNetworks, ip) || anyContains(config.defenses.allowlist, ip);
-    const knownPolite = trusted || anyContains(smtp.greetingAllowlist, ip) || this.pregreetPassedIps.has(ip);
+    // The pregreet test is for the MX port: users' mail programs on the submission ports are greeted at once.
+    const knownPolite = this.mode !== "mx" || trusted || anyContains(smtp.greetingAllowlist, ip) || this.pregreetPassedIps.has(ip);
     conn.greetingDelayMs = knownPolite ? 0 : smtp.greetingDelayMs;
     // DNS lists and the rest run while the client waits for its greeting.
-    if (pipeline.connect.length && !trusted) {
-      const verdict = runStage(pipeline.connect, { ip, port: socket.remotePort ?? 0, trusted });
+    const checks = this.mode === "mx" ? pipeline.connect : pipeline.connectSubmission;
+    if (checks.length && !trusted) {
+      const verdict = runStage(checks, { ip, port: socket.remotePort ?? 0, trusted });
       verdict.catch(() => {});
       this.connectVerdicts.set(conn.id, verdict);
     }
@@ -120,23 +129,38 @@ function liveOptions(config: Config) {
   };
 }
 
-export async function startSmtpListener(address: ListenAddress, deps: SessionDeps): Promise<SmtpListener> {
+/** The TLS options of a listener: the MX certificate, or the submission ones chosen by SNI. */
+function tlsOptions(rt: Runtime, mode: ListenerMode) {
+  if (mode === "mx") return rt.smtpTls ? { key: rt.smtpTls.key, cert: rt.smtpTls.cert, minVersion: "TLSv1.2" as const } : null;
+  const [first] = rt.submissionTls;
+  if (!first) return null;
+  const sniOptions: Record<string, { key: Buffer; cert: Buffer }> = {};
+  for (const c of [...rt.submissionTls].reverse()) for (const name of c.names) sniOptions[name] = { key: c.key, cert: c.cert };
+  return { key: first.key, cert: first.cert, minVersion: "TLSv1.2" as const, sniOptions };
+}
+
+export async function startSmtpListener(address: ListenAddress, deps: SessionDeps, mode: ListenerMode = "mx"): Promise<SmtpListener> {
   const { log, runtime } = deps;
-  const { config, smtpTls } = runtime.get();
+  const config = runtime.get().config;
+  const tls = tlsOptions(runtime.get(), mode);
   let server: RelaySmtpServer | null = null;
-  const hooks = sessionHooks(deps, (id) => server?.connectVerdict(id) ?? Promise.resolve(ACCEPT));
+  const hooks = sessionHooks(deps, (id) => server?.connectVerdict(id) ?? Promise.resolve(ACCEPT), mode);
+  // The MX port takes mail without AUTH; the submission ports take nothing without it, and
+  // offer it only over TLS (smtp-server hides AUTH until STARTTLS unless allowInsecureAuth).
+  const modeOptions: SMTPServerOptions =
+    mode === "mx"
+      ? { hideSTARTTLS: !tls, disabledCommands: ["AUTH"], authOptional: true }
+      : { secure: mode === "smtps", hideSTARTTLS: mode === "smtps", authMethods: ["PLAIN", "LOGIN"], authOptional: false, allowInsecureAuth: false, authRequiredMessage: "Authentication required", onAuth: hooks.onAuth };
   server = new RelaySmtpServer(
     {
       name: config.hostname,
       banner: "mailraven",
       ...liveOptions(config),
       hideENHANCEDSTATUSCODES: false,
-      hideSTARTTLS: !smtpTls,
-      disabledCommands: ["AUTH"],
-      authOptional: true,
       disableReverseLookup: true,
       logger: false,
-      ...(smtpTls ? { key: smtpTls.key, cert: smtpTls.cert, minVersion: "TLSv1.2" as const } : {}),
+      ...modeOptions,
+      ...(tls ?? {}),
       onConnect: hooks.onConnect,
       onClose: hooks.onClose,
       onMailFrom: hooks.onMailFrom,
@@ -146,12 +170,15 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
     runtime,
     log,
     deps.metrics,
+    mode,
   );
   server.on("error", (err: Error) => log.error("smtp server error", { error: err }));
   // New limits and certificates apply to the next session; sessions in progress keep theirs.
   runtime.onChange((next) => {
-    Object.assign(server.options, liveOptions(next.config), { name: next.config.hostname, hideSTARTTLS: !next.smtpTls });
-    if (next.smtpTls) server.updateSecureContext({ key: next.smtpTls.key, cert: next.smtpTls.cert, minVersion: "TLSv1.2" });
+    const nextTls = tlsOptions(next, mode);
+    Object.assign(server.options, liveOptions(next.config), { name: next.config.hostname });
+    if (mode === "mx") server.options.hideSTARTTLS = !nextTls;
+    if (nextTls) server.updateSecureContext(nextTls);
   });
   await new Promise<void>((resolve, reject) => {
     server.server.once("error", (err: NodeJS.ErrnoException) =>
@@ -163,7 +190,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
     });
   });
   const port = (server.server.address() as { port: number }).port;
-  log.info("smtp listening", { address: address.host, port, starttls: !!smtpTls });
+  log.info("smtp listening", { address: address.host, port, mode, tls: mode === "smtps" ? "implicit" : tls ? "starttls" : "none" });
   return {
     address,
     port,

@@ -1,7 +1,9 @@
 // smtp-server hooks -> pipeline stages. Each hook builds the context for its stage, runs the
 // stage's checks and turns the verdict into the reply; nothing else happens here.
 
-import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from "smtp-server";
+import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerDataStream, SMTPServerSession } from "smtp-server";
+import type { UserStore } from "../users/store.ts";
+import type { AuthGuard } from "./auth-guard.ts";
 import type { ClientInfo, ContentCheck, ContentContext, DataContext } from "../checks/types.ts";
 import { runStage } from "../checks/types.ts";
 import { routeFor } from "../checks/relay-policy.ts";
@@ -20,6 +22,9 @@ import { receivedHeader } from "./received.ts";
 
 export interface SessionDeps {
   readonly runtime: Live<Runtime>;
+  /** Submission users and the brute-force guard; null where submission is not configured. */
+  readonly users: UserStore | null;
+  readonly authGuard: AuthGuard | null;
   readonly store: QueueStore;
   readonly log: Logger;
   readonly metrics: Metrics;
@@ -42,7 +47,9 @@ function oneHeader(line: string): string {
   return line.replace(/\r?\n(?=[ \t])/g, "\r\n").replace(/\r(?!\n)|(?<!\r)\n/g, " ").replace(/\r\n(?![ \t])/g, " ");
 }
 
-export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: string) => Promise<Verdict>) {
+export type ListenerMode = "mx" | "submission" | "smtps";
+
+export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: string) => Promise<Verdict>, mode: ListenerMode = "mx") {
   const { store, log, metrics } = deps;
 
   const client = (config: Config, s: SMTPServerSession): ClientInfo => ({
@@ -80,7 +87,34 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
       log.info("disconnect", { cid: session.id, client_ip: session.remoteAddress, transactions: session.transaction - 1 });
     },
 
+    onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void) {
+      const ip = session.remoteAddress;
+      const { users, authGuard } = deps;
+      // Never over clear text: the listener offers AUTH only after TLS; this makes sure.
+      if (!users || !authGuard || !session.secure) return callback(new ReplyError(530, "5.7.0 Must issue a STARTTLS command first"));
+      users.verify(auth.username ?? "", auth.password ?? "").then(
+        (user) => {
+          if (user) {
+            authGuard.succeeded(ip);
+            metrics.authAttempts.inc({ result: "ok" });
+            log.info("authenticated", { cid: session.id, client_ip: ip, user: user.name, method: auth.method });
+            return callback(null, { user: user.name });
+          }
+          const blocked = authGuard.failed(ip);
+          metrics.authAttempts.inc({ result: blocked ? "blocked" : "failed" });
+          // The name is logged to spot attacks; the password never is.
+          log.warn("authentication failed", { cid: session.id, client_ip: ip, user: String(auth.username ?? "").slice(0, 64), method: auth.method });
+          callback(blocked ? new ReplyError(421, "4.7.0 Too many failed authentications; try again later") : new ReplyError(535, "5.7.8 Authentication credentials invalid"));
+        },
+        (err) => failTemporarily(session, "authentication check failed", err, (e) => callback(e ?? null)),
+      );
+    },
+
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
+      if (mode !== "mx") {
+        if (!session.secure) return callback(new ReplyError(530, "5.7.0 Must issue a STARTTLS command first"));
+        if (!session.user) return callback(new ReplyError(530, "5.7.0 Authentication required"));
+      }
       const sender = address.address === "" ? null : parseMailbox(address.address);
       if (sender === undefined) return callback(new ReplyError(501, "5.1.7 Bad sender address syntax"));
       const { config, pipeline } = deps.runtime.get();

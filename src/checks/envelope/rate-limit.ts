@@ -13,7 +13,7 @@ export function buckets(): Buckets {
 }
 
 /** Takes one token from the bucket `key`; false when it is empty. */
-function take(b: Buckets, key: string, limit: RateLimit, now: number): boolean {
+export function take(b: Buckets, key: string, limit: RateLimit, now: number): boolean {
   const rate = limit.messages / limit.windowMs;
   const cur = b.get(key) ?? { tokens: limit.messages, at: now };
   const tokens = Math.min(limit.messages, cur.tokens + (now - cur.at) * rate);
@@ -27,7 +27,8 @@ function take(b: Buckets, key: string, limit: RateLimit, now: number): boolean {
 
 export function rateLimitCheck(limits: { perIp: RateLimit | null; perSenderDomain: RateLimit | null }, b: Buckets, now: () => number) {
   return (ctx: MailContext): Verdict => {
-    if (ctx.client.trusted) return ACCEPT;
+    // Authenticated users have their own limit (submission.rate_limit).
+    if (ctx.client.trusted || ctx.client.user !== null) return ACCEPT;
     const t = now();
     if (limits.perIp && !take(b, `ip ${ctx.client.ip}`, limits.perIp, t)) {
       return defer(450, "4.7.1", `Rate limit exceeded for [${ctx.client.ip}], try again later`, "rate limit ip");

@@ -1,0 +1,50 @@
+// The submission section: authenticated mail from users on 587 (STARTTLS) and 465 (TLS).
+
+import { resolve } from "node:path";
+import { parseDuration } from "../units.ts";
+import { join, Reader } from "./reader.ts";
+import type { ListenAddress, RateLimit, SubmissionConfig, TlsFiles } from "./types.ts";
+
+export function parseSubmission(
+  r: Reader,
+  value: unknown,
+  cwd: string,
+  mxTls: TlsFiles | null,
+  listen: (list: unknown[], path: string) => ListenAddress[],
+): SubmissionConfig | null {
+  if (value === undefined || value === false) return null;
+  const path = "submission";
+  const o = r.section(value ?? {}, path, ["starttls", "tls", "certificates", "rate_limit", "auth_failures"]);
+  const starttls = listen(r.list(o, "starttls", path) ?? ["0.0.0.0:587"], join(path, "starttls"));
+  const implicitTls = listen(r.list(o, "tls", path) ?? ["0.0.0.0:465"], join(path, "tls"));
+  const certificates = (r.list(o, "certificates", path) ?? []).flatMap((item, i) => {
+    const p = join(join(path, "certificates"), i);
+    const c = r.section(item, p, ["cert_file", "key_file"]);
+    const cert = r.string(c, "cert_file", p, "");
+    const key = r.string(c, "key_file", p, "");
+    if (!cert || !key) return r.fail(p, "cert_file and key_file", item) ?? [];
+    return [{ certFile: resolve(cwd, cert), keyFile: resolve(cwd, key) }];
+  });
+  if (certificates.length === 0 && mxTls) certificates.push(mxTls);
+  if (certificates.length === 0) r.problems.push(`${path}.certificates: submission needs a certificate (passwords never cross the network in clear); add one, or set smtp.tls`);
+  const af = r.section(o.auth_failures, join(path, "auth_failures"), ["max", "window", "block_for"]);
+  return {
+    starttls,
+    implicitTls,
+    certificates,
+    rateLimit: rate(r, o.rate_limit, join(path, "rate_limit")),
+    authFailures: {
+      max: r.int(af, "max", join(path, "auth_failures"), 5, 1, 1000),
+      windowMs: r.duration(af, "window", join(path, "auth_failures"), 600_000, 1000),
+      blockForMs: r.duration(af, "block_for", join(path, "auth_failures"), 3_600_000, 1000),
+    },
+  };
+}
+
+function rate(r: Reader, v: unknown, path: string): RateLimit | null {
+  if (v === undefined || v === null || v === "off") return { messages: 1000, windowMs: 86_400_000 };
+  const m = typeof v === "string" ? /^\s*(\d+)\s*\/\s*(\S+)\s*$/.exec(v) : null;
+  const windowMs = m ? parseDuration(m[2]!) : undefined;
+  if (!m || !windowMs || Number(m[1]) < 1) return r.fail(path, 'messages per window such as "500/1d"', v) ?? null;
+  return { messages: Number(m[1]), windowMs };
+}
