@@ -81,9 +81,10 @@ export function parseZone(spec: string): DnsblZone | null {
 function greylist(r: Reader, value: unknown): NonNullable<DefensesConfig["greylist"]> {
   const path = "defenses.greylist";
   const o = r.section(value ?? {}, path, ["delay", "retry_window", "pass_ttl", "auto_allowlist_after", "allow_clients", "allow_senders", "allow_recipients"]);
-  const names = (key: string, what: string) =>
+  // The check compares sender domains, and recipient addresses or domains: anything else would never match.
+  const names = (key: string, what: string, pattern: RegExp) =>
     (r.list(o, key, path) ?? []).flatMap((item, i) =>
-      typeof item === "string" && /^[^\s@]*@?[a-z0-9.-]+$/i.test(item) ? [item.toLowerCase()] : (r.fail(join(join(path, key), i), what, item) ?? []),
+      typeof item === "string" && pattern.test(item) ? [item.toLowerCase()] : (r.fail(join(join(path, key), i), what, item) ?? []),
     );
   return {
     delayMs: r.duration(o, "delay", path, 300_000),
@@ -91,8 +92,8 @@ function greylist(r: Reader, value: unknown): NonNullable<DefensesConfig["greyli
     passTtlMs: r.duration(o, "pass_ttl", path, 36 * 86_400_000, 3_600_000),
     autoAllowlistAfter: r.int(o, "auto_allowlist_after", path, 5, 0, 1_000_000),
     allowClients: cidrList(r, o, "allow_clients", path),
-    allowSenders: names("allow_senders", 'a sender domain such as "example.org"'),
-    allowRecipients: names("allow_recipients", 'a recipient address or domain such as "postmaster@example.org" or "example.org"'),
+    allowSenders: names("allow_senders", 'a sender domain such as "example.org"', /^[a-z0-9.-]+$/i),
+    allowRecipients: names("allow_recipients", 'a recipient address or domain such as "postmaster@example.org" or "example.org"', /^(?:[^\s@]+@)?[a-z0-9.-]+$/i),
   };
 }
 

@@ -14,7 +14,7 @@ const DATE = new Date(Date.UTC(2024, 2, 5, 7, 8, 9)); // Tue, 5 Mar 2024 07:08:0
 function trace(over: Partial<TraceInfo> & { helo?: string; hostname?: string; ip?: string } = {}): TraceInfo {
   const { helo = "client.example.org", hostname = "client.example.org", ip = "192.0.2.10", ...rest } = over;
   return {
-    client: { ip, port: 50123, hostname, helo, secure: false, trusted: false },
+    client: { ip, port: 50123, hostname, helo, secure: false, trusted: false, user: null },
     byHost: "mx.example.net",
     protocol: "ESMTP",
     queueId: "01HQZ3Y8K2M4N6P8",

@@ -14,7 +14,7 @@ function relayConfig(smarthost?: string): RelayConfig {
 }
 
 function client(trusted: boolean): ClientInfo {
-  return { ip: trusted ? "10.1.1.1" : "203.0.113.9", port: 50000, hostname: "[203.0.113.9]", helo: "client.example", secure: false, trusted };
+  return { ip: trusted ? "10.1.1.1" : "203.0.113.9", port: 50000, hostname: "[203.0.113.9]", helo: "client.example", secure: false, trusted, user: null };
 }
 
 function mailbox(address: string): Mailbox {
