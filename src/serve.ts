@@ -83,6 +83,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         store,
         policy,
         users,
+        forgetGreylist: () => services.caches.greylist.clear(),
         log,
         metrics,
         wake: () => worker.wake(),

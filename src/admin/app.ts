@@ -17,6 +17,7 @@ import { userRoutes } from "./user-routes.ts";
 export interface AdminDeps extends QueueRouteDeps {
   readonly policy: PolicyStore;
   readonly users: UserStore | null;
+  readonly forgetGreylist: () => void;
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly backups: BackupRunner;
@@ -43,7 +44,7 @@ export function createAdminApp(deps: AdminDeps): Hono {
 
   app.use("/admin/*", bearerAuth(deps));
   app.route("/admin/queue", queueRoutes(deps));
-  const policy = policyRoutes(deps.policy);
+  const policy = policyRoutes(deps.policy, deps.forgetGreylist);
   app.route("/admin/greylist", policy.greylist);
   app.route("/admin/blocklist", policy.blocklist);
   app.route("/admin/users", userRoutes(deps.users));

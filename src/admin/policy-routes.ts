@@ -32,7 +32,8 @@ function cidrOf(raw: unknown): string {
   return raw;
 }
 
-export function policyRoutes(policy: PolicyStore, now: () => number = Date.now) {
+/** `forgetGreylist` drops the in-memory copies of triplets, so a removal takes effect at once. */
+export function policyRoutes(policy: PolicyStore, forgetGreylist: () => void, now: () => number = Date.now) {
   const greylist = new Hono();
   greylist.get("/", (c) => {
     const limit = limitOf(c.req.query("limit"));
@@ -46,7 +47,9 @@ export function policyRoutes(policy: PolicyStore, now: () => number = Date.now) 
     const sender = c.req.query("sender") ?? null;
     const recipient = c.req.query("recipient") ?? null;
     if ((sender === null) !== (recipient === null)) throw new ApiError(400, "bad_parameter", "give both sender and recipient, or neither");
-    return c.json({ removed: policy.removeGreylist(network, sender, recipient) });
+    const removed = policy.removeGreylist(network, sender, recipient);
+    forgetGreylist();
+    return c.json({ removed });
   });
 
   const blocklist = new Hono();

@@ -254,6 +254,23 @@ describe("admin API and CLI for the greylist and the blocklist", () => {
     expect((await relay.admin("DELETE", "/admin/greylist")).status).toBe(400);
   });
 
+  test("a passed triplet removed by the admin is greylisted again at once (no stale cache)", async () => {
+    const relay = await relayWith({ defenses: { greylist: { delay: "1s" } } });
+    const rcpt = async () => {
+      const { talk } = await SmtpTalk.open(relay.port);
+      await talk.send("EHLO sender.test");
+      await talk.send("MAIL FROM:<h@sender.test>");
+      const r = await talk.send("RCPT TO:<bob@dest.test>");
+      talk.close();
+      return r.code;
+    };
+    expect(await rcpt()).toBe(451);
+    await Bun.sleep(1100);
+    expect(await rcpt()).toBe(250);
+    expect((await cli(relay, "greylist", "rm", "127.0.0.0/24")).code).toBe(0);
+    expect(await rcpt()).toBe(451);
+  });
+
   test("block and unblock an address at run time, with expiry", async () => {
     const relay = await relayWith({});
     const add = await cli(relay, "block", "add", "127.0.0.40", "--for", "1h", "--reason", "brute force", "--json");
