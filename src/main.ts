@@ -8,6 +8,7 @@ import { adminClient, CliError } from "./cli/admin-client.ts";
 import { queueCommand } from "./cli/queue-cmd.ts";
 import { blockCommand, greylistCommand } from "./cli/policy-cmd.ts";
 import { readPassword, userCommand } from "./cli/user-cmd.ts";
+import { dkimCommand } from "./cli/dkim-cmd.ts";
 import { UserError } from "./users/store.ts";
 import { effectiveConfig } from "./config/display.ts";
 import { DEFAULT_CONFIG_PATH, loadConfig, type ConfigSource } from "./config/load.ts";
@@ -35,6 +36,12 @@ Commands:
                             delete a message, telling the sender or not
   user ls | add NAME --identity ADDR|@DOMAIN... | passwd NAME | rm NAME
                             submission users (password typed, or --password-stdin)
+  dkim keygen DOMAIN [--selector S] [--rsa-only|--ed25519-only] [--force]
+                            DKIM keys for a From: domain; prints the DNS records to publish
+  dkim activate DOMAIN SELECTOR
+                            sign with another (published) selector from the next message on
+  dkim records DOMAIN [--selector S]
+                            print the DNS records of existing keys again
   greylist ls | rm NETWORK [SENDER RECIPIENT]
                             greylist triplets; remove one, or every triplet of a network
   block ls | add CIDR [--for 24h] [--reason TEXT] | rm CIDR
@@ -76,6 +83,9 @@ async function main(argv: string[]): Promise<number> {
         after: { type: "string" },
         reason: { type: "string" },
         identity: { type: "string", multiple: true },
+        selector: { type: "string" },
+        "rsa-only": { type: "boolean" },
+        "ed25519-only": { type: "boolean" },
         "password-stdin": { type: "boolean" },
         for: { type: "string" },
         listen: { type: "string" },
@@ -120,6 +130,8 @@ async function main(argv: string[]): Promise<number> {
       });
       return 0;
     }
+    case "dkim":
+      return dkimCommand(loadConfig(source), { positionals: rest, selector: v.selector, rsaOnly: !!v["rsa-only"], ed25519Only: !!v["ed25519-only"], force: !!v.force, json: !!v.json }, out);
     case "user":
       return userCommand(loadConfig(source), { positionals: rest, identities: v.identity ?? [], passwordStdin: !!v["password-stdin"], json: !!v.json }, out, () =>
         readPassword(!!v["password-stdin"]),

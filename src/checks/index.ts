@@ -11,6 +11,8 @@
 import type { AuthPolicy, Config } from "../config/types.ts";
 import { ACCEPT } from "../verdict.ts";
 import { authenticationCheck } from "./content/authentication.ts";
+import { dkimSigning } from "./content/dkim-sign.ts";
+import { loadKeys } from "../dkim/keys.ts";
 import { virusCheck } from "./content/clamd.ts";
 import { spamCheck } from "./content/spamd.ts";
 import { Resolver } from "../dns/resolver.ts";
@@ -117,6 +119,16 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
         ];
     }
   }));
+  // Signing comes last, so refused mail is never signed; it signs the client's message as received.
+  if (config.outbound.dkimSign) {
+    content.push(
+      dkimSigning({
+        keys: (domain) => loadKeys(config.outbound.dkimDir, domain),
+        shouldSign: (ctx) => ctx.client.trusted || ctx.client.user !== null,
+        onError: (err) => s.log.warn("DKIM signing failed; message sent unsigned", { error: err.message }),
+      }),
+    );
+  }
   return {
     connect,
     connectSubmission,
