@@ -65,5 +65,9 @@ export RELAY_CMD="$BIN serve --config $CONFIG"
 export RELAY_SETUP="rm -rf $STATE"
 export RELAY_DURABILITY="SQLite WAL, synchronous=FULL: message row (4 KiB body inline) committed and the WAL fsync()ed before the 250 (group commit of the writes of one event-loop turn)"
 OUT=${OUT:-$WORK/results/$WORKLOAD-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+{ echo "binary: $REPO/build/mailraven sha256 $(sha256sum "$BIN" | cut -d' ' -f1), built $(date -u -r "$REPO/build/mailraven" +%FT%TZ)"
+  echo "repo: $(git -C "$REPO" log -1 --format='%h %ci %s' 2>/dev/null)$(git -C "$REPO" status --porcelain -- src 2>/dev/null | grep -q . && echo ' (+ uncommitted changes in src/)')"
+  echo "config ($CONFIG):"; cat "$CONFIG"; } > "$OUT/mailraven.txt"
 echo "compare.sh: $WORKLOAD, ROUNDS=$ROUNDS, results -> $OUT" >&2
 exec "$WORK/run.sh" "${TARGETS:-postfix,cmd}" "$OUT"

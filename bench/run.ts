@@ -12,7 +12,7 @@ import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { readKnobs, type Knobs } from "./lib/knobs.ts";
 import { holdIdle, perConnection, persistent, type LoadOptions, type LoadResult } from "./lib/load.ts";
-import { busyPct, cpuMs, cpuStat, killChildrenOnExit, openFileLimit, rssKiB, rssSampler } from "./lib/proc.ts";
+import { atExit, busyPct, cpuMs, cpuStat, killChildrenOnExit, openFileLimit, rssKiB, rssSampler } from "./lib/proc.ts";
 import { binaryInfo, freePort, startRelay, tmpfsWarning, type Relay } from "./lib/relay.ts";
 import { findSmtpSink, startServerSink, startSmtpSink, type Sink } from "./lib/sink.ts";
 import { buildMessage, SmtpConn } from "./lib/smtp.ts";
@@ -185,6 +185,7 @@ async function main(): Promise<number> {
   const k = readKnobs();
   killChildrenOnExit();
   const dir = mkdtempSync(join(tmpdir(), "mailraven-bench-"));
+  if (!k.keep) atExit(() => rmSync(dir, { recursive: true, force: true }));
   const binaryLabel = binaryInfo(BUILT);
   BINARY = join(dir, "mailraven");
   copyFileSync(BUILT, BINARY);

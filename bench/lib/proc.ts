@@ -29,8 +29,22 @@ export async function stopChild(child: ChildProcess, graceMs = 15_000): Promise<
   clearTimeout(timer);
 }
 
+const exitHooks: (() => void)[] = [];
+
+/** Runs `fn` (synchronously) when the process exits, after the children have been killed. */
+export function atExit(fn: () => void): void {
+  exitHooks.push(fn);
+}
+
 function killAll(): void {
   for (const child of children) if (alive(child)) child.kill("SIGKILL");
+  for (const fn of exitHooks.splice(0)) {
+    try {
+      fn();
+    } catch {
+      // best effort on the way out
+    }
+  }
 }
 
 let installed = false;
