@@ -9,6 +9,8 @@ import { queueCommand } from "./cli/queue-cmd.ts";
 import { blockCommand, greylistCommand } from "./cli/policy-cmd.ts";
 import { readPassword, userCommand } from "./cli/user-cmd.ts";
 import { dkimCommand } from "./cli/dkim-cmd.ts";
+import { apiKeyCommand } from "./cli/apikey-cmd.ts";
+import { ApiKeyError } from "./api/keys.ts";
 import { UserError } from "./users/store.ts";
 import { effectiveConfig } from "./config/display.ts";
 import { DEFAULT_CONFIG_PATH, loadConfig, type ConfigSource } from "./config/load.ts";
@@ -34,6 +36,8 @@ Commands:
   queue flush               make every queued message due now
   queue rm ID --bounce|--silent
                             delete a message, telling the sender or not
+  apikey ls | add NAME --domain D [--rate 100/1h] | rm ID
+                            keys of the HTTP send API (the token is shown once)
   user ls | add NAME --identity ADDR|@DOMAIN... | passwd NAME | rm NAME
                             submission users (password typed, or --password-stdin)
   dkim keygen DOMAIN [--selector S] [--rsa-only|--ed25519-only] [--force]
@@ -77,12 +81,13 @@ async function main(argv: string[]): Promise<number> {
         bounce: { type: "boolean" },
         silent: { type: "boolean" },
         state: { type: "string" },
-        domain: { type: "string" },
+        domain: { type: "string", multiple: true },
         "older-than": { type: "string" },
         limit: { type: "string" },
         after: { type: "string" },
         reason: { type: "string" },
         identity: { type: "string", multiple: true },
+        rate: { type: "string" },
         selector: { type: "string" },
         "rsa-only": { type: "boolean" },
         "ed25519-only": { type: "boolean" },
@@ -132,6 +137,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case "dkim":
       return dkimCommand(loadConfig(source), { positionals: rest, selector: v.selector, rsaOnly: !!v["rsa-only"], ed25519Only: !!v["ed25519-only"], force: !!v.force, json: !!v.json }, out);
+    case "apikey":
+      return apiKeyCommand(loadConfig(source), { positionals: rest, domains: v.domain ?? [], rate: v.rate, json: !!v.json }, out);
     case "user":
       return userCommand(loadConfig(source), { positionals: rest, identities: v.identity ?? [], passwordStdin: !!v["password-stdin"], json: !!v.json }, out, () =>
         readPassword(!!v["password-stdin"]),
@@ -141,7 +148,7 @@ async function main(argv: string[]): Promise<number> {
     case "block":
       return blockCommand(loadConfig(source), { positionals: rest, json: !!v.json, reason: v.reason, for: v.for }, out);
     case "queue":
-      return queueCommand(loadConfig(source), { positionals: rest, json: !!v.json, state: v.state, domain: v.domain, olderThan: v["older-than"], limit: v.limit, after: v.after, bounce: !!v.bounce, silent: !!v.silent }, out);
+      return queueCommand(loadConfig(source), { positionals: rest, json: !!v.json, state: v.state, domain: v.domain?.[0], olderThan: v["older-than"], limit: v.limit, after: v.after, bounce: !!v.bounce, silent: !!v.silent }, out);
     case "backup": {
       const config = loadConfig(source);
       const result = v.offline
@@ -196,7 +203,7 @@ function exitStatus(err: unknown): number {
     process.stderr.write(`mailraven: ${e.message}\n`);
     return 78;
   }
-  const expected = err instanceof CliError || err instanceof RestoreError || err instanceof BackupError || err instanceof UserError || /^(cannot listen|another mailraven)/.test(e.message ?? "");
+  const expected = err instanceof CliError || err instanceof RestoreError || err instanceof BackupError || err instanceof UserError || err instanceof ApiKeyError || /^(cannot listen|another mailraven)/.test(e.message ?? "");
   process.stderr.write(`mailraven: ${expected ? e.message : (e.stack ?? e)}\n`);
   return 1;
 }

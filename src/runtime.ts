@@ -18,6 +18,7 @@ export interface Runtime {
   readonly pipeline: Pipeline;
   readonly smtpTls: TlsMaterial | null;
   readonly adminTls: TlsMaterial | null;
+  readonly apiTls: TlsMaterial | null;
   /** Submission certificates with the host names each serves (SNI), the default first. */
   readonly submissionTls: readonly (TlsMaterial & { readonly names: readonly string[] })[];
 }
@@ -28,6 +29,7 @@ export function buildRuntime(config: Config, services: PipelineServices): Runtim
     pipeline: buildPipeline(config, services),
     smtpTls: readTls(config.smtp.tls, "smtp.tls"),
     adminTls: readTls(config.admin.tls, "admin.tls"),
+    apiTls: readTls(config.api?.tls ?? null, "api.tls"),
     submissionTls: (config.submission?.certificates ?? []).map((files, i) => {
       const material = readTls(files, `submission.certificates[${i}]`)!;
       return { ...material, names: certificateNames(material.cert) };

@@ -20,6 +20,8 @@ import { pipelineServices } from "./checks/index.ts";
 import { PolicyStore } from "./policy/store.ts";
 import { AuthGuard } from "./smtp/auth-guard.ts";
 import { UserStore } from "./users/store.ts";
+import { ApiKeyStore } from "./api/keys.ts";
+import { createSendApi } from "./api/app.ts";
 
 const DELIVERY_DRAIN_MS = 10_000;
 
@@ -44,6 +46,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   const policy = PolicyStore.open(config.stateDir);
   const users = config.submission ? UserStore.open(config.stateDir) : null;
   const authGuard = config.submission ? new AuthGuard(config.submission.authFailures, policy, log) : null;
+  const apiKeys = config.api ? ApiKeyStore.open(config.stateDir) : null;
   const metrics = createMetrics();
   const services = pipelineServices(policy, users, metrics, log);
   const runtime = new Live(buildRuntime(config, services));
@@ -60,6 +63,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   const worker = new DeliveryWorker({ config: () => runtime.get().config, store, log, metrics });
   const listeners: SmtpListener[] = [];
   let admin: AdminServer | null = null;
+  let api: AdminServer | null = null;
 
   const remove = async (id: string, bounce: boolean): Promise<boolean> => {
     const found = store.message(id);
@@ -83,6 +87,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         store,
         policy,
         users,
+        apiKeys,
         forgetGreylist: () => services.caches.greylist.clear(),
         log,
         metrics,
@@ -96,8 +101,26 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
       admin = startAdminServer(app, config.admin.listen, runtime.get().adminTls);
       log.info("admin listening", { address: config.admin.listen.host, port: admin.port, tls: !!config.admin.tls, token: !!config.admin.token });
     }
+    if (config.api && apiKeys) {
+      const sendApi = createSendApi({
+        config: () => runtime.get().config,
+        keys: apiKeys,
+        store,
+        buckets: services.caches.buckets,
+        sign: () => runtime.get().pipeline.signer,
+        clientIp: requestIp,
+        onQueued: () => worker.wake(),
+        log,
+        metrics,
+      });
+      api = startAdminServer(sendApi, config.api.listen, runtime.get().apiTls, "api.listen", config.smtp.maxMessageSize * 1.4 + 65_536);
+      log.info("send api listening", { address: config.api.listen.host, port: api.port, tls: !!config.api.tls });
+    }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
+    await api?.stop();
+    await admin?.stop();
+    apiKeys?.close();
     clearInterval(cleanup);
     store.close();
     policy.close();
@@ -134,6 +157,8 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
       // queued and are sent again after restart (at-least-once).
       await Promise.race([worker.stop(), Bun.sleep(DELIVERY_DRAIN_MS)]);
       await admin?.stop();
+      await api?.stop();
+      apiKeys?.close();
       clearInterval(cleanup);
       store.close();
       policy.close();

@@ -13,10 +13,13 @@ import { policyRoutes } from "./policy-routes.ts";
 import type { PolicyStore } from "../policy/store.ts";
 import type { UserStore } from "../users/store.ts";
 import { userRoutes } from "./user-routes.ts";
+import { apiKeyRoutes } from "./apikey-routes.ts";
+import type { ApiKeyStore } from "../api/keys.ts";
 
 export interface AdminDeps extends QueueRouteDeps {
   readonly policy: PolicyStore;
   readonly users: UserStore | null;
+  readonly apiKeys: ApiKeyStore | null;
   readonly forgetGreylist: () => void;
   readonly log: Logger;
   readonly metrics: Metrics;
@@ -48,6 +51,7 @@ export function createAdminApp(deps: AdminDeps): Hono {
   app.route("/admin/greylist", policy.greylist);
   app.route("/admin/blocklist", policy.blocklist);
   app.route("/admin/users", userRoutes(deps.users));
+  app.route("/admin/apikeys", apiKeyRoutes(deps.apiKeys));
   app.post("/admin/backup", async (c) => {
     try {
       const result = await deps.backups.run();

@@ -10,18 +10,19 @@ export interface AdminServer {
   stop(): Promise<void>;
 }
 
-export function startAdminServer(app: Hono, address: ListenAddress, tls: TlsMaterial | null): AdminServer {
+export function startAdminServer(app: Hono, address: ListenAddress, tls: TlsMaterial | null, key = "admin.listen", maxRequestBodySize = 1_048_576): AdminServer {
   let server: Server<undefined>;
   try {
     server = Bun.serve({
       hostname: address.host,
       port: address.port,
+      maxRequestBodySize,
       fetch: (req, srv) => app.fetch(req, srv),
       ...(tls ? { tls: { key: tls.key, cert: tls.cert } } : {}),
     });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(`cannot listen on ${address.host}:${address.port} (admin.listen): ${code === "EADDRINUSE" ? "address already in use" : (err as Error).message}`);
+    throw new Error(`cannot listen on ${address.host}:${address.port} (${key}): ${code === "EADDRINUSE" ? "address already in use" : (err as Error).message}`);
   }
   return { port: server.port ?? address.port, stop: () => server.stop() };
 }

@@ -120,15 +120,14 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
     }
   }));
   // Signing comes last, so refused mail is never signed; it signs the client's message as received.
-  if (config.outbound.dkimSign) {
-    content.push(
-      dkimSigning({
+  const signer = config.outbound.dkimSign
+    ? dkimSigning({
         keys: (domain) => loadKeys(config.outbound.dkimDir, domain),
         shouldSign: (ctx) => ctx.client.trusted || ctx.client.user !== null,
         onError: (err) => s.log.warn("DKIM signing failed; message sent unsigned", { error: err.message }),
-      }),
-    );
-  }
+      })
+    : null;
+  if (signer) content.push(signer);
   return {
     connect,
     connectSubmission,
@@ -136,5 +135,6 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
     rcpt,
     data: [messageSize(config.smtp.maxMessageSize), bareNewline, hopCount(config.smtp.maxHops)],
     content,
+    signer,
   };
 }

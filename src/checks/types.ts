@@ -84,6 +84,8 @@ export interface Pipeline {
   readonly rcpt: readonly Check<RcptContext>[];
   readonly data: readonly Check<DataContext>[];
   readonly content: readonly ContentCheck[];
+  /** DKIM signing alone, for mail that does not come through SMTP (the send API). */
+  readonly signer: ContentCheck | null;
 }
 
 /** Runs a stage's checks in order; the first verdict that is not accept ends the stage. */

@@ -40,7 +40,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     vars: env.vars ?? process.env,
     readFile: env.readFile ?? ((p) => readFileSync(resolve(env.cwd, p), "utf8")),
   };
-  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup", "dns", "defenses", "pipeline", "outbound", "submission"]);
+  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup", "dns", "defenses", "pipeline", "outbound", "submission", "api"]);
 
   const hostname = r.string(top, "hostname", "", osHostname());
   if (!isHostname(hostname)) r.fail("hostname", "a fully qualified host name such as mx.example.org", hostname);
@@ -106,6 +106,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     pipeline: parsePipeline(r, top.pipeline, defenses),
     domainPolicy,
     outbound: parseOutbound(r, top.outbound, stateDir, env.cwd),
+    api: apiConfig(r, top.api, env.cwd),
     submission: parseSubmission(r, top.submission, env.cwd, smtpTls, (list, path) => addressList(r, list, path)),
   };
   if (r.problems.length) throw new ConfigErrors(r.problems);
@@ -142,6 +143,18 @@ function adminConfig(r: Reader, admin: Obj, secrets: SecretSources, cwd: string)
     token: r.secret(admin, "token", "admin", secrets, 32) ?? null,
     tls,
   };
+}
+
+function apiConfig(r: Reader, value: unknown, cwd: string): Config["api"] {
+  if (value === undefined || value === false) return null;
+  const o = r.section(value ?? {}, "api", ["listen", "tls"]);
+  const text = r.string(o, "listen", "api", "127.0.0.1:8026");
+  const listen = parseHostPort(text);
+  const tls = tlsFiles(r, o.tls, "api.tls", cwd);
+  if (!listen || listen.port === undefined) return r.fail("api.listen", 'an address such as "127.0.0.1:8026"', text) ?? null;
+  // API keys in clear text across a network are as good as published.
+  if (!isLoopback(listen.host) && !tls) r.problems.push(`api.listen: ${text} is not a loopback address; the send API then requires api.tls (cert_file and key_file), or listen on 127.0.0.1`);
+  return { listen: { host: listen.host, port: listen.port }, tls };
 }
 
 function isLoopback(host: string): boolean {

@@ -188,4 +188,6 @@ export interface Config {
   readonly domainPolicy: ReadonlyMap<string, Partial<AuthPolicy>>;
   readonly outbound: OutboundConfig;
   readonly submission: SubmissionConfig | null;
+  /** The HTTP send API; null when not configured. */
+  readonly api: { readonly listen: ListenAddress; readonly tls: TlsFiles | null } | null;
 }
