@@ -129,6 +129,9 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
     throw err;
   }
   worker.start();
+  // Start-up (module initialisation, config parsing, schema) leaves garbage behind; collect it
+  // once now so the heap the sessions grow from is the live one.
+  Bun.gc(true);
   log.info("mailraven started", { version, hostname: config.hostname, state_dir: config.stateDir, queue: store.depth() });
 
   const reload = () => {

@@ -23,7 +23,7 @@ export interface AuthOptions {
 }
 
 export function bearerAuth(opts: AuthOptions): MiddlewareHandler {
-  const failures = new LRUCache<string, number>({ max: 10_000, ttl: FAILURE_WINDOW_MS });
+  const failures = new LRUCache<string, number>({ max: 2_000, ttl: FAILURE_WINDOW_MS });
   return async (c, next) => {
     const expected = opts.token();
     if (expected === null) throw new ApiError(503, "admin_disabled", "no admin token is configured; set admin.token_file (or admin.token_env) and reload");

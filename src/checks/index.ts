@@ -43,7 +43,38 @@ export interface PipelineServices {
 }
 
 export function pipelineServices(policy: PolicyStore, users: UserStore | null, metrics: Metrics, log: Logger, now: () => number = Date.now): PipelineServices {
-  return { policy, users, metrics, log, now, caches: { dnsbl: dnsblCache(), connections: connectionCounts(), buckets: buckets(), greylist: greylistCache() } };
+  // lru-cache allocates its whole capacity up front (megabytes each): a cache is made the
+  // first time a configured check asks for it, never for checks that are off.
+  const dnsbl = once(dnsblCache);
+  const connections = once(connectionCounts);
+  const bucket = once(buckets);
+  const greylist = once(greylistCache);
+  return {
+    policy,
+    users,
+    metrics,
+    log,
+    now,
+    caches: {
+      get dnsbl() {
+        return dnsbl();
+      },
+      get connections() {
+        return connections();
+      },
+      get buckets() {
+        return bucket();
+      },
+      get greylist() {
+        return greylist();
+      },
+    },
+  };
+}
+
+function once<T>(make: () => T): () => T {
+  let value: T | undefined;
+  return () => (value ??= make());
 }
 
 /** One reply serves every recipient, so the strictest policy among their domains applies. */
@@ -65,7 +96,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
       case "blocklist":
         return blocklistCheck(d.blocklist, s.policy, s.now);
       case "connection_rate":
-        return connectionRateCheck(d.connectionRate, s.caches.connections, s.now);
+        return connectionRateCheck(d.connectionRate, () => s.caches.connections, s.now);
       case "dnsbl":
         return dnsblCheck(d.dnsbl!, {
           resolver,

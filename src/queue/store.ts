@@ -137,7 +137,7 @@ export class QueueStore {
       deleteRecipient: db.query("DELETE FROM recipients WHERE id = ?"),
       deferRecipient: db.query("UPDATE recipients SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?"),
       remaining: db.query<{ n: number }, [string]>("SELECT COUNT(*) AS n FROM recipients WHERE message_id = ?"),
-      deleteMessage: db.query("DELETE FROM messages WHERE id = ?"),
+      deleteMessage: db.query<{ spooled: number }, [string]>("DELETE FROM messages WHERE id = ? RETURNING body IS NULL AS spooled"),
       hasMessage: db.query<{ one: number }, [string]>("SELECT 1 AS one FROM messages WHERE id = ?"),
       byState: db.query<{ state: string; recipients: number }, []>(
         "SELECT CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END AS state, COUNT(*) AS recipients FROM recipients GROUP BY 1",
@@ -181,22 +181,24 @@ export class QueueStore {
   /** Commits the outcomes of one delivery attempt and any bounces they produced, atomically. */
   async record(outcomes: readonly RecipientOutcome[], bounces: readonly NewMessage[], messageIds: readonly string[]): Promise<string[]> {
     const finished: string[] = [];
+    const spooled: string[] = [];
     await this.commits.submit(() => {
       finished.length = 0;
+      spooled.length = 0;
       for (const o of outcomes) {
         if (o.kind === "deferred") this.q.deferRecipient.run(o.nextAttemptAt, o.error, o.rowId);
         else this.q.deleteRecipient.run(o.rowId);
       }
       for (const b of bounces) this.insert(b);
       for (const id of new Set(messageIds)) {
-        if (this.q.remaining.get(id)!.n === 0) {
-          this.q.deleteMessage.run(id);
-          finished.push(id);
-        }
+        if (this.q.remaining.get(id)!.n !== 0) continue;
+        finished.push(id);
+        // Only a message whose body was spooled has a file to remove afterwards.
+        if (this.q.deleteMessage.get(id)?.spooled) spooled.push(id);
       }
     });
     // The row is gone for good; a crash before this unlink leaves an orphan that start-up removes.
-    for (const id of finished) this.removeSpool(id);
+    for (const id of spooled) this.removeSpool(id);
     return finished;
   }
 
@@ -206,7 +208,7 @@ export class QueueStore {
     await this.commits.submit(() => {
       found = this.q.hasMessage.get(messageId) !== null;
       if (!found) return;
-      this.q.deleteMessage.run(messageId);
+      this.q.deleteMessage.get(messageId);
       for (const b of bounces) this.insert(b);
     });
     if (found) this.removeSpool(messageId);

@@ -16,7 +16,7 @@ export class AuthGuard {
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
   ) {
-    this.failures = new LRUCache({ max: 100_000, ttl: cfg.windowMs });
+    this.failures = new LRUCache({ max: 20_000, ttl: cfg.windowMs });
   }
 
   /** Counts a failure; true when the IP has just been blocked. */

@@ -11,7 +11,7 @@ import type { Runtime } from "../runtime.ts";
 import { anyContains } from "../net/cidr.ts";
 import { LRUCache } from "lru-cache";
 import { runStage } from "../checks/types.ts";
-import { ACCEPT, type Verdict } from "../verdict.ts";
+import type { Verdict } from "../verdict.ts";
 import { RelayConnection, type ConnectionOwner } from "./connection-adapter.ts";
 import { sessionHooks, type ListenerMode, type SessionDeps } from "./session.ts";
 
@@ -22,7 +22,11 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
   private readonly perIp = new Map<string, number>();
   /** Connect-stage verdicts, started when the client connects and awaited when its greeting is due. */
   private readonly connectVerdicts = new Map<string, Promise<Verdict>>();
-  private readonly pregreetPassedIps = new LRUCache<string, true>({ max: 100_000, ttl: PREGREET_PASS_TTL_MS });
+  /** Made on the first pass: lru-cache allocates its capacity up front, and trusted-only relays never need it. */
+  private pregreetCache: LRUCache<string, true> | null = null;
+  private get pregreetPassedIps(): LRUCache<string, true> {
+    return (this.pregreetCache ??= new LRUCache<string, true>({ max: 20_000, ttl: PREGREET_PASS_TTL_MS }));
+  }
 
   constructor(
     options: SMTPServerOptions,
@@ -50,7 +54,7 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     conn.authRequiresTls = this.mode === "submission";
     const trusted = anyContains(config.relay.relayNetworks, ip) || anyContains(config.defenses.allowlist, ip);
     // The pregreet test is for the MX port: users' mail programs on the submission ports are greeted at once.
-    const knownPolite = this.mode !== "mx" || trusted || anyContains(smtp.greetingAllowlist, ip) || this.pregreetPassedIps.has(ip);
+    const knownPolite = this.mode !== "mx" || trusted || smtp.greetingDelayMs === 0 || anyContains(smtp.greetingAllowlist, ip) || this.pregreetPassedIps.has(ip);
     conn.greetingDelayMs = knownPolite ? 0 : smtp.greetingDelayMs;
     // DNS lists and the rest run while the client waits for its greeting.
     const checks = this.mode === "mx" ? pipeline.connect : pipeline.connectSubmission;
@@ -65,11 +69,11 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     conn.init();
   }
 
-  /** The connect-stage verdict of a session (accept when none ran). */
-  connectVerdict(id: string): Promise<Verdict> {
+  /** The connect-stage verdict of a session; null when no check ran (trusted clients). */
+  connectVerdict(id: string): Promise<Verdict> | null {
     const v = this.connectVerdicts.get(id);
-    this.connectVerdicts.delete(id);
-    return v ?? Promise.resolve(ACCEPT);
+    if (v) this.connectVerdicts.delete(id);
+    return v ?? null;
   }
 
   connectionEnded(conn: RelayConnection): void {
@@ -86,7 +90,7 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
 
   earlyTalker(conn: RelayConnection): void {
     this.metrics.earlyTalkers.inc();
-    this.pregreetPassedIps.delete(conn.remoteAddress);
+    this.pregreetCache?.delete(conn.remoteAddress);
     this.log.info("early talker refused", { cid: conn.id, client_ip: conn.remoteAddress, code: 554, status: "5.5.1" });
   }
 
@@ -144,7 +148,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
   const config = runtime.get().config;
   const tls = tlsOptions(runtime.get(), mode);
   let server: RelaySmtpServer | null = null;
-  const hooks = sessionHooks(deps, (id) => server?.connectVerdict(id) ?? Promise.resolve(ACCEPT), mode);
+  const hooks = sessionHooks(deps, (id) => server?.connectVerdict(id) ?? null, mode);
   // The MX port takes mail without AUTH; the submission ports take nothing without it, and
   // offer it only over TLS (smtp-server hides AUTH until STARTTLS unless allowInsecureAuth).
   const modeOptions: SMTPServerOptions =

@@ -49,7 +49,7 @@ function oneHeader(line: string): string {
 
 export type ListenerMode = "mx" | "submission" | "smtps";
 
-export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: string) => Promise<Verdict>, mode: ListenerMode = "mx") {
+export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: string) => Promise<Verdict> | null, mode: ListenerMode = "mx") {
   const { store, log, metrics } = deps;
 
   const client = (config: Config, s: SMTPServerSession): ClientInfo => ({
@@ -67,7 +67,9 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
       metrics.connectionsTotal.inc();
       metrics.connectionsOpen.inc();
       log.info("connect", { cid: session.id, client_ip: session.remoteAddress });
-      connectVerdict(session.id).then(
+      const pending = connectVerdict(session.id);
+      if (!pending) return callback();
+      pending.then(
         (v) => {
           if (v.kind === "accept") return callback();
           metrics.connectionsRejected.inc({ reason: v.reason });

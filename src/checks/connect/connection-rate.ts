@@ -10,12 +10,14 @@ const WINDOW_MS = 60_000;
 export type ConnectionCounts = LRUCache<string, { start: number; count: number }>;
 
 export function connectionCounts(): ConnectionCounts {
-  return new LRUCache({ max: 100_000, ttl: WINDOW_MS });
+  return new LRUCache({ max: 20_000, ttl: WINDOW_MS });
 }
 
-export function connectionRateCheck(perMinute: number, counts: ConnectionCounts, now: () => number) {
+/** `counts` is asked for on the first untrusted connection, so a relay for trusted clients never allocates it. */
+export function connectionRateCheck(perMinute: number, countsOf: ConnectionCounts | (() => ConnectionCounts), now: () => number) {
   return (ctx: ConnectContext): Verdict => {
     if (ctx.trusted) return ACCEPT;
+    const counts = typeof countsOf === "function" ? countsOf() : countsOf;
     const t = now();
     let c = counts.get(ctx.ip);
     if (!c || t - c.start >= WINDOW_MS) {

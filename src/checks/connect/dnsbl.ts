@@ -15,7 +15,7 @@ const MAX_TTL_MS = 86_400_000;
 export type DnsblCache = LRUCache<string, { addresses: readonly string[] }>;
 
 export function dnsblCache(): DnsblCache {
-  return new LRUCache({ max: 100_000, ttl: 300_000 });
+  return new LRUCache({ max: 50_000, ttl: 300_000 });
 }
 
 export interface DnsblDeps {

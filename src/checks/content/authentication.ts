@@ -4,7 +4,7 @@
 
 import type { Readable } from "node:stream";
 import { domainToASCII } from "node:url";
-import { authenticate, type AuthenticateResult, type DNSResolver } from "mailauth";
+import type { AuthenticateResult, DNSResolver } from "mailauth";
 import { ACCEPT, defer, reject, type Verdict } from "../../verdict.ts";
 import type { ContentCheck, ContentContext, ContentResult } from "../types.ts";
 
@@ -47,6 +47,8 @@ export function authenticationCheck(opts: AuthenticationOptions): ContentCheck {
   return async (ctx: ContentContext): Promise<ContentResult> => {
     try {
       // mailauth only pipes the input and listens for "error": any NodeJS.ReadableStream will do.
+      // Loaded on first use: a relay without sender authentication never pays for mailauth.
+      const { authenticate } = await import("mailauth");
       const res = await authenticate(ctx.message() as Readable, {
         ip: ctx.client.ip,
         helo: ctx.client.helo,

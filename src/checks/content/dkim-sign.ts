@@ -19,7 +19,7 @@
 import { createHash, sign } from "node:crypto";
 import type { Readable } from "node:stream";
 import { domainToASCII } from "node:url";
-import { dkimSign } from "mailauth";
+import type { dkimSign as DkimSign } from "mailauth";
 import addressparser from "nodemailer/lib/addressparser";
 import type { DkimKey, DkimKeys } from "../../dkim/keys.ts";
 import { parseHeaders, type HeaderField } from "../../smtp/headers.ts";
@@ -55,6 +55,8 @@ export function dkimSigning(opts: DkimSigningOptions): ContentCheck {
 
       // mailauth only pipes the input and listens for "error": any NodeJS.ReadableStream will do.
       // The top-level key fields are required by the typings; the signatures come from signatureData.
+      // Loaded on first use, like the authentication check: unsigned relays never load mailauth.
+      const { dkimSign } = (await import("mailauth")) as { dkimSign: typeof DkimSign };
       const res = await dkimSign(ctx.message() as Readable, {
         signingDomain: keys.domain,
         selector: keys.keys[0]!.selector,

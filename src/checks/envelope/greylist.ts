@@ -17,7 +17,7 @@ export type GreylistDecision = "allowlisted" | "new" | "early" | "pass";
 export type GreylistCache = LRUCache<string, GreylistEntry>;
 
 export function greylistCache(): GreylistCache {
-  return new LRUCache({ max: 100_000 });
+  return new LRUCache({ max: 50_000 });
 }
 
 /** The client's network: /24 for IPv4, /64 for IPv6 (senders retry from pools). */

@@ -9,7 +9,7 @@ import type { MailContext } from "../types.ts";
 export type Buckets = LRUCache<string, { tokens: number; at: number }>;
 
 export function buckets(): Buckets {
-  return new LRUCache({ max: 200_000 });
+  return new LRUCache({ max: 50_000 });
 }
 
 /** Takes one token from the bucket `key`; false when it is empty. */
