@@ -2,14 +2,17 @@
 
 import { resolve } from "node:path";
 import { domainToASCII } from "node:url";
+import { parseCidr, type Cidr } from "../net/cidr.ts";
 import { join, Reader } from "./reader.ts";
 import type { OutboundConfig, TlsPolicy } from "./types.ts";
 
 const POLICIES = ["none", "opportunistic", "required", "verify"] as const;
+/** Like Exim's default ignore_target_hosts: an MX host here is a mistake or a trick (or us), never a peer. */
+const IGNORED_MX_ADDRESSES = ["0.0.0.0/8", "127.0.0.0/8", "::/128", "::1/128"];
 
 export function parseOutbound(r: Reader, value: unknown, stateDir: string, cwd: string): OutboundConfig {
   const path = "outbound";
-  const o = r.section(value, path, ["mx_delivery", "tls_policy", "mta_sts", "dkim_dir", "dkim_sign"]);
+  const o = r.section(value, path, ["mx_delivery", "tls_policy", "mta_sts", "ignore_mx_addresses", "dkim_dir", "dkim_sign"]);
   const bool = (key: string, fallback: boolean) => {
     const v = o[key] ?? fallback;
     if (typeof v !== "boolean") return r.fail(join(path, key), "true or false", v) ?? fallback;
@@ -33,7 +36,19 @@ export function parseOutbound(r: Reader, value: unknown, stateDir: string, cwd: 
     mxDelivery: bool("mx_delivery", false),
     tlsPolicy: { default: r.oneOf(tp, "default", join(path, "tls_policy"), POLICIES, "opportunistic"), byDomain },
     mtaSts: bool("mta_sts", true),
+    ignoreMxAddresses: cidrList(r, o, "ignore_mx_addresses", path, IGNORED_MX_ADDRESSES),
     dkimDir: resolve(cwd, r.string(o, "dkim_dir", path, resolve(stateDir, "dkim"))),
     dkimSign: bool("dkim_sign", true),
   };
+}
+
+function cidrList(r: Reader, obj: Record<string, unknown>, key: string, path: string, fallback: readonly string[]): Cidr[] {
+  const list = r.list(obj, key, path) ?? fallback;
+  const out: Cidr[] = [];
+  list.forEach((item, i) => {
+    const c = typeof item === "string" ? parseCidr(item.trim()) : undefined;
+    if (c) out.push(c);
+    else r.fail(join(join(path, key), i), 'an address or network such as "127.0.0.0/8" or "::1"', item);
+  });
+  return out;
 }

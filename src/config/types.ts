@@ -165,6 +165,8 @@ export interface OutboundConfig {
   readonly tlsPolicy: { readonly default: TlsPolicy; readonly byDomain: ReadonlyMap<string, TlsPolicy> };
   /** Fetch and obey MTA-STS policies (RFC 8461) for MX delivery. */
   readonly mtaSts: boolean;
+  /** MX host addresses never connected to (loopback by default); a domain left with none bounces. */
+  readonly ignoreMxAddresses: readonly Cidr[];
   /** DKIM keys live here, one directory per domain (mailraven dkim keygen). */
   readonly dkimDir: string;
   /** Sign outbound mail (trusted or authenticated senders) whose From: domain has a key. */

@@ -1,15 +1,15 @@
 // Per-route connection pools: at most `limit` sessions to one next hop at a time, idle
-// sessions kept for reuse and closed after the idle TTL.
+// sessions kept for reuse and closed after the idle TTL. A next hop is a configured route or,
+// for MX delivery, one recipient domain: `open` knows how to reach it (connect.ts).
 
-import type { Route } from "../config/types.ts";
-import { HopConnection, type ClientOptions } from "./smtp-client.ts";
+import type { HopConnection } from "./smtp-client.ts";
 
 export class RoutePool {
   private idle: HopConnection[] = [];
   private active = 0;
   private readonly sweeper: ReturnType<typeof setInterval>;
 
-  constructor(private readonly route: Route, private readonly opts: ClientOptions, readonly limit: number, private readonly idleTtlMs: number) {
+  constructor(private readonly open: () => Promise<HopConnection>, readonly limit: number, private readonly idleTtlMs: number) {
     this.sweeper = setInterval(() => this.sweep(), Math.max(1000, idleTtlMs)).unref();
   }
 
@@ -21,13 +21,18 @@ export class RoutePool {
     return this.active;
   }
 
+  /** Neither sessions in use nor idle ones: the pool can be dropped. */
+  get empty(): boolean {
+    return this.active === 0 && this.idle.length === 0;
+  }
+
   /** Runs `work` on a pooled connection; the slot is held until it finishes. */
   async withConnection<T>(work: (c: HopConnection) => Promise<T>): Promise<T> {
     this.active++;
     try {
       let conn: HopConnection | undefined;
       while ((conn = this.idle.pop()) && !conn.usable);
-      conn ??= await HopConnection.open(this.route, this.opts);
+      conn ??= await this.open();
       const result = await work(conn);
       if (conn.usable) this.idle.push(conn);
       return result;

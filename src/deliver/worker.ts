@@ -1,12 +1,14 @@
 // The delivery worker: picks due recipients from the queue, groups them by message and next
 // hop, sends each group over that hop's pool, and records per-recipient outcomes: delivered,
 // deferred on the retry schedule, or failed with a bounce to the sender. A message leaves the
-// queue only after every recipient got a final answer (at-least-once delivery).
+// queue only after every recipient got a final answer (at-least-once delivery). Mail for an
+// mx:// route goes to the recipient domain's MX hosts, one pool per domain (connect.ts).
 
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
 import { routeFor } from "../checks/relay-policy.ts";
 import type { Config, Route } from "../config/types.ts";
+import { Resolver } from "../dns/resolver.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { parseMailbox } from "../smtp/address.ts";
@@ -14,8 +16,12 @@ import { nextAttemptAt } from "../queue/backoff.ts";
 import { bounceFor } from "../queue/bounce.ts";
 import type { FailedRecipient } from "../queue/dsn.ts";
 import type { DueRecipient, QueueStore, RecipientOutcome, StoredBody } from "../queue/store.ts";
+import { openMx, openRoute } from "./connect.ts";
+import { MtaStsPolicies } from "./mta-sts.ts";
+import { selfMatcher } from "./mx.ts";
 import { RoutePool } from "./pool.ts";
-import type { RecipientResult } from "./result.ts";
+import { DeliveryFailure, type FailureResult, type RecipientResult } from "./result.ts";
+import { HopOpenError, type ClientOptions, type HopConnection, type Peer } from "./smtp-client.ts";
 
 /** The stored message as sent on: header section, then the body from the row or the spool. */
 function messageStream(stored: StoredBody): Uint8Array | Readable {
@@ -51,6 +57,8 @@ export interface WorkerDeps {
 
 export class DeliveryWorker {
   private readonly pools = new Map<string, RoutePool>();
+  /** MTA-STS policies of destination domains, kept until they expire (RFC 8461 3.3). */
+  private readonly sts = new MtaStsPolicies();
   private readonly waiting = new Map<string, Job[]>();
   private readonly inFlight = new Set<number>();
   private readonly running = new Set<Promise<void>>();
@@ -121,6 +129,7 @@ export class DeliveryWorker {
       this.waiting.set(job.route.uri, list);
     }
     if (noRoute.length) this.track(this.failNoRoute(noRoute));
+    this.dropEmptyPools();
     this.dispatch();
     // Recipients in flight stay due in the table, so the next look is never sooner than the floor.
     const next = store.nextDueAt();
@@ -152,12 +161,41 @@ export class DeliveryWorker {
   private pool(route: Route): RoutePool {
     let pool = this.pools.get(route.uri);
     if (!pool) {
-      const config = this.deps.config();
-      const d = config.delivery;
-      pool = new RoutePool(route, { heloName: config.hostname, connectTimeoutMs: d.connectTimeoutMs, timeoutMs: d.timeoutMs }, d.concurrencyPerRoute, d.idleConnectionTtlMs);
+      const d = this.deps.config().delivery;
+      const open = route.protocol === "mx" ? () => this.openMx(route.host) : () => openRoute(route, this.clientOptions(), this.deps.log);
+      pool = new RoutePool(open, d.concurrencyPerRoute, d.idleConnectionTtlMs);
       this.pools.set(route.uri, pool);
     }
     return pool;
+  }
+
+  /** MX delivery opens one pool per recipient domain: drop those with nothing left in them. */
+  private dropEmptyPools(): void {
+    for (const [uri, pool] of this.pools) {
+      if (pool.empty && !this.waiting.has(uri)) {
+        pool.close();
+        this.pools.delete(uri);
+      }
+    }
+  }
+
+  private clientOptions(): ClientOptions {
+    const config = this.deps.config();
+    const d = config.delivery;
+    return { heloName: config.hostname, connectTimeoutMs: d.connectTimeoutMs, timeoutMs: d.timeoutMs };
+  }
+
+  /** Settings are read when a session is opened, so a reload applies to the next one. */
+  private openMx(domain: string): Promise<HopConnection> {
+    const config = this.deps.config();
+    return openMx(domain, {
+      client: this.clientOptions(),
+      resolver: new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeoutMs, attempts: config.dns.attempts }),
+      outbound: config.outbound,
+      isSelf: selfMatcher(config.smtp.listen),
+      sts: config.outbound.mtaSts ? this.sts : null,
+      log: this.deps.log,
+    });
   }
 
   private async deliver(pool: RoutePool, job: Job): Promise<void> {
@@ -165,14 +203,21 @@ export class DeliveryWorker {
     const first = job.recipients[0]!;
     const started = this.now();
     let results: RecipientResult[];
+    const used: { peer?: Peer } = {};
     try {
       const stored = store.body(job.messageId);
-      results = await pool.withConnection((conn) =>
-        conn.send({ from: first.sender, to: job.recipients.map((r) => r.address), size: first.size }, messageStream(stored)),
-      );
+      results = await pool.withConnection((conn) => {
+        used.peer = conn.peer;
+        return conn.send({ from: first.sender, to: job.recipients.map((r) => r.address), size: first.size }, messageStream(stored));
+      });
     } catch (err) {
-      const reason = `4.4.1 Connection to ${job.route.uri} failed: ${(err as Error).message}`;
-      results = job.recipients.map(() => ({ kind: "temporary" as const, response: reason }));
+      // A configured route's failures are all temporary, a 5xx greeting included: we were told
+      // to use that next hop, so it is retried until it behaves (or the schedule runs out).
+      const failure: FailureResult =
+        err instanceof DeliveryFailure
+          ? err.result
+          : { kind: "temporary", response: err instanceof HopOpenError ? err.message : `4.4.1 Connection to ${job.route.uri} failed: ${(err as Error).message}` };
+      results = job.recipients.map(() => failure);
     }
     // The connection is free again: hand it the next job now rather than after this
     // outcome's fsync, so a route's sessions never sit idle waiting for the disk.
@@ -187,6 +232,8 @@ export class DeliveryWorker {
     log.info("delivery attempt", {
       queue_id: job.messageId,
       route: job.route.uri,
+      mx: used.peer?.mx ?? undefined,
+      tls: used.peer ? (used.peer.tls ?? "none") : undefined,
       rcpt_count: job.recipients.length,
       delivered: results.filter((r) => r.kind === "ok").length,
       deferred: results.filter((r) => r.kind === "temporary").length,
@@ -218,12 +265,12 @@ export class DeliveryWorker {
     job.recipients.forEach((r, i) => {
       const res = results[i] ?? { kind: "temporary", response: "4.3.0 no result" };
       if (res.kind === "ok") {
-        metrics.deliveryAttempts.inc({ route: job.route.uri, outcome: "delivered" });
+        metrics.deliveryAttempts.inc({ route: routeLabel(job.route), outcome: "delivered" });
         metrics.deliverySeconds.observe((now - r.receivedAt) / 1000);
         return outcomes.push({ kind: "delivered", rowId: r.rowId, response: res.response });
       }
       const retryAt = res.kind === "temporary" ? nextAttemptAt(config.queue.retryScheduleMs, r.attempts + 1, now) : null;
-      metrics.deliveryAttempts.inc({ route: job.route.uri, outcome: retryAt === null ? "failed" : "deferred" });
+      metrics.deliveryAttempts.inc({ route: routeLabel(job.route), outcome: retryAt === null ? "failed" : "deferred" });
       if (retryAt !== null) return outcomes.push({ kind: "deferred", rowId: r.rowId, error: res.response, nextAttemptAt: retryAt });
       const diagnostic = res.kind === "temporary" ? `${res.response} (gave up after ${r.attempts + 1} attempts)` : res.response;
       outcomes.push({ kind: "failed", rowId: r.rowId, error: diagnostic });
@@ -241,3 +288,6 @@ export class DeliveryWorker {
     }
   }
 }
+
+/** One metrics label for all MX delivery: a label per destination domain would grow without bound. */
+const routeLabel = (route: Route) => (route.protocol === "mx" ? "mx" : route.uri);

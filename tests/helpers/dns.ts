@@ -6,11 +6,14 @@ import { createSocket, type Socket } from "node:dgram";
 import type { Subprocess } from "bun";
 
 export interface DnsRecords {
+  /** `--address`: also answers for every name below, and NXDOMAIN (not NODATA) for other types. */
   readonly a?: Record<string, string>;
   readonly aaaa?: Record<string, string>;
   /** Each entry is one TXT record; strings over 255 bytes are split as DNS requires. */
   readonly txt?: Record<string, string[]>;
   readonly mx?: Record<string, { host: string; pref: number }[]>;
+  /** `--host-record`: exactly this name, IPv4 and IPv6 addresses; other types get NODATA, as from a real zone. */
+  readonly hosts?: Record<string, string[]>;
 }
 
 async function freeUdpPort(): Promise<number> {
@@ -25,9 +28,11 @@ const quoteChunks = (value: string) => (value.match(/[\s\S]{1,255}/g) ?? [""]).j
 
 export class DnsServer {
   private log = "";
+  /** Settles when dnsmasq's stderr has been read to its end. */
+  private readonly drained: Promise<void>;
 
   private constructor(private readonly proc: Subprocess<"ignore", "pipe", "pipe">, readonly port: number) {
-    void (async () => {
+    this.drained = (async () => {
       const decoder = new TextDecoder();
       for await (const chunk of proc.stderr) this.log += decoder.decode(chunk, { stream: true });
     })();
@@ -44,7 +49,18 @@ export class DnsServer {
   }
 
   static async start(records: DnsRecords, ttl = 60): Promise<DnsServer> {
-    const port = await freeUdpPort();
+    // The free UDP port may be taken over TCP, or grabbed by another test run in between:
+    // dnsmasq then exits with "Address already in use", and another port is tried.
+    for (let tries = 1; ; tries++) {
+      try {
+        return await DnsServer.startOn(await freeUdpPort(), records, ttl);
+      } catch (err) {
+        if (tries === 5 || !String((err as Error).message).includes("Address already in use")) throw err;
+      }
+    }
+  }
+
+  private static async startOn(port: number, records: DnsRecords, ttl: number): Promise<DnsServer> {
     const args = [
       "dnsmasq",
       "--keep-in-foreground",
@@ -68,6 +84,7 @@ export class DnsServer {
     for (const [name, ip] of Object.entries(records.a ?? {})) args.push(`--address=/${name}/${ip}`);
     for (const [name, ip] of Object.entries(records.aaaa ?? {})) args.push(`--address=/${name}/${ip}`);
     for (const [name, values] of Object.entries(records.txt ?? {})) for (const v of values) args.push(`--txt-record=${name},${quoteChunks(v)}`);
+    for (const [name, ips] of Object.entries(records.hosts ?? {})) for (const ip of ips) args.push(`--host-record=${name},${ip}`);
     for (const [name, mxs] of Object.entries(records.mx ?? {})) for (const m of mxs) args.push(`--mx-host=${name},${m.host},${m.pref}`);
     const proc = Bun.spawn(args, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
     const server = new DnsServer(proc, port);
@@ -91,7 +108,10 @@ export class DnsServer {
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "ENOTFOUND") return; // an NXDOMAIN answer: it is serving
-        if (this.proc.exitCode !== null) throw new Error(`dnsmasq exited: ${this.log}`);
+        if (this.proc.exitCode !== null) {
+          await this.drained;
+          throw new Error(`dnsmasq exited: ${this.log}`);
+        }
         if (Date.now() > deadline) throw new Error(`dnsmasq did not answer on ${this.address}`);
         await Bun.sleep(20);
       }

@@ -22,6 +22,8 @@ export interface RelayOptions {
   readonly config: Record<string, unknown>;
   /** Reuse a state dir (restart after a crash). */
   readonly dir?: string;
+  /** Added to the environment, e.g. NODE_EXTRA_CA_CERTS for a test CA. */
+  readonly env?: Record<string, string>;
 }
 
 export class Relay {
@@ -54,7 +56,8 @@ export class Relay {
     };
     const configPath = join(dir, "mailraven.yaml");
     writeFileSync(configPath, JSON.stringify(doc, null, 2)); // JSON is YAML
-    const proc = Bun.spawn([BINARY, "serve", "--config", configPath], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    const env = opts.env ? { ...process.env, ...opts.env } : undefined;
+    const proc = Bun.spawn([BINARY, "serve", "--config", configPath], { stdin: "ignore", stdout: "pipe", stderr: "pipe", ...(env ? { env } : {}) });
     const relay = new Relay(proc, dir);
     const listening = await Promise.race([
       relay.waitForLog((l) => l.msg === "mailraven started", 15_000),

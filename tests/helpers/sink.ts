@@ -1,5 +1,6 @@
 // A real SMTP next hop for the tests (smtp-server on loopback) that records every message
-// byte for byte and can be told to refuse recipients or data with any reply.
+// byte for byte and can be told to refuse the connection, recipients or data with any reply,
+// and to offer STARTTLS. As root it can listen on 127.0.0.N:25 to play an MX host.
 
 import { SMTPServer } from "smtp-server";
 
@@ -7,9 +8,15 @@ export interface Received {
   readonly from: string;
   readonly to: string[];
   readonly raw: Buffer;
+  /** The TLS version of the session ("TLSv1.3") when it used STARTTLS, else null. */
+  readonly tls: string | null;
 }
 
 export interface SinkBehaviour {
+  /** Reply instead of the greeting, then hang up (a 4xx or 5xx banner); undefined greets. */
+  greeting?: (attempt: number) => { code: number; message: string } | undefined;
+  /** Offer STARTTLS with this key and certificate (PEM). */
+  tls?: { key: string | Buffer; cert: string | Buffer };
   /** Reply for RCPT TO; undefined accepts. */
   rcpt?: (address: string, attempt: number) => { code: number; message: string } | undefined;
   /** Reply after DATA; undefined accepts. */
@@ -29,26 +36,38 @@ export class Sink {
   readonly errors: Error[] = [];
   private rcptAttempts = new Map<string, number>();
   private dataAttempts = 0;
+  private connections = 0;
   private server: SMTPServer | null = null;
   port = 0;
 
-  constructor(private readonly behaviour: SinkBehaviour = {}) {}
+  constructor(private readonly behaviour: SinkBehaviour = {}, readonly host = "127.0.0.1") {}
 
-  static async start(behaviour: SinkBehaviour = {}, port = 0): Promise<Sink> {
-    const sink = new Sink(behaviour);
+  static async start(behaviour: SinkBehaviour = {}, port = 0, host = "127.0.0.1"): Promise<Sink> {
+    const sink = new Sink(behaviour, host);
     await sink.listen(port);
     return sink;
   }
 
+  /** Connections accepted so far (greeted or refused). */
+  get connectionCount(): number {
+    return this.connections;
+  }
+
   async listen(port = this.port): Promise<void> {
+    const tls = this.behaviour.tls;
     const server = new SMTPServer({
       name: "sink.test",
       lmtp: !!this.behaviour.lmtp,
       authOptional: true,
       disabledCommands: ["AUTH"],
-      hideSTARTTLS: true,
+      hideSTARTTLS: !tls,
+      ...(tls ? { key: tls.key, cert: tls.cert } : {}),
       disableReverseLookup: true,
       logger: false,
+      onConnect: (_session, cb) => {
+        const r = this.behaviour.greeting?.(++this.connections);
+        cb(r ? new ReplyErr(r.code, r.message) : null);
+      },
       onRcptTo: (addr, _session, cb) => {
         const n = (this.rcptAttempts.get(addr.address) ?? 0) + 1;
         this.rcptAttempts.set(addr.address, n);
@@ -63,6 +82,7 @@ export class Sink {
             from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
             to: session.envelope.rcptTo.map((r) => r.address),
             raw: Buffer.concat(chunks),
+            tls: session.secure ? ((session.tlsOptions as { version?: string } | false) || { version: "TLS" }).version ?? "TLS" : null,
           };
           const attempt = ++this.dataAttempts;
           const lmtp = this.behaviour.lmtp;
@@ -83,7 +103,7 @@ export class Sink {
     server.on("error", (err: Error) => this.errors.push(err));
     await new Promise<void>((resolve, reject) => {
       server.server.once("error", reject);
-      server.listen(port, "127.0.0.1", () => resolve());
+      server.listen(port, this.host, () => resolve());
     });
     this.server = server;
     this.port = (server.server.address() as { port: number }).port;
@@ -99,6 +119,7 @@ export class Sink {
   }
 
   get route(): string {
-    return `${this.behaviour.lmtp ? "lmtp" : "smtp"}://127.0.0.1:${this.port}`;
+    const host = this.host.includes(":") ? `[${this.host}]` : this.host;
+    return `${this.behaviour.lmtp ? "lmtp" : "smtp"}://${host}:${this.port}`;
   }
 }

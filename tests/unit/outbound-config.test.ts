@@ -1,0 +1,50 @@
+// The outbound section's MX delivery keys (src/config/outbound.ts): defaults and errors.
+
+import { describe, expect, test } from "bun:test";
+import { parseConfig } from "../../src/config/parse.ts";
+import { ConfigErrors } from "../../src/config/reader.ts";
+
+const parse = (outbound: unknown) => parseConfig({ hostname: "mx.example.org", outbound }, { cwd: "/etc/mailraven" }).outbound;
+
+function problemsOf(outbound: unknown): readonly string[] {
+  try {
+    parse(outbound);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigErrors);
+    return (err as ConfigErrors).problems;
+  }
+  throw new Error("expected the outbound section to be refused");
+}
+
+describe("outbound", () => {
+  test("defaults: no MX delivery, opportunistic TLS, MTA-STS on, loopback and unspecified MX addresses ignored", () => {
+    const o = parse(undefined);
+    expect(o.mxDelivery).toBe(false);
+    expect(o.tlsPolicy.default).toBe("opportunistic");
+    expect(o.mtaSts).toBe(true);
+    expect(o.ignoreMxAddresses.map((c) => c.text)).toEqual(["0.0.0.0/8", "127.0.0.0/8", "::/128", "::1/128"]);
+  });
+
+  test("ignore_mx_addresses: an empty list ignores nothing; single addresses and networks", () => {
+    expect(parse({ ignore_mx_addresses: [] }).ignoreMxAddresses).toEqual([]);
+    expect(parse({ ignore_mx_addresses: ["10.0.0.0/8", "fd00::1"] }).ignoreMxAddresses.map((c) => [c.text, c.bits])).toEqual([
+      ["10.0.0.0/8", 8],
+      ["fd00::1", 128],
+    ]);
+  });
+
+  test("ignore_mx_addresses: each bad entry is named", () => {
+    expect(problemsOf({ ignore_mx_addresses: ["10.0.0.0/33", 7] })).toEqual([
+      'outbound.ignore_mx_addresses[0]: expected an address or network such as "127.0.0.0/8" or "::1", found string "10.0.0.0/33"',
+      'outbound.ignore_mx_addresses[1]: expected an address or network such as "127.0.0.0/8" or "::1", found number 7',
+    ]);
+    expect(problemsOf({ ignore_mx_addresses: "127.0.0.0/8" })).toEqual(["outbound.ignore_mx_addresses: expected a list, found string \"127.0.0.0/8\""]);
+  });
+
+  test("tls_policy per domain", () => {
+    const o = parse({ tls_policy: { default: "none", domains: { "Bank.Example": "verify" } } });
+    expect(o.tlsPolicy.default).toBe("none");
+    expect(o.tlsPolicy.byDomain.get("bank.example")).toBe("verify");
+    expect(problemsOf({ tls_policy: { domains: { "bank.example": "strict" } } })[0]).toContain("one of none, opportunistic, required, verify");
+  });
+});
