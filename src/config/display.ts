@@ -57,6 +57,24 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
     },
     defenses: defensesView(c),
     pipeline: { connect: c.pipeline.connect, mail: c.pipeline.mail, rcpt: c.pipeline.rcpt, content: c.pipeline.content },
+    outbound: {
+      mx_delivery: c.outbound.mxDelivery,
+      tls_policy: { default: c.outbound.tlsPolicy.default, domains: Object.fromEntries(c.outbound.tlsPolicy.byDomain) },
+      mta_sts: c.outbound.mtaSts,
+      ignore_mx_addresses: c.outbound.ignoreMxAddresses.map((x) => x.text),
+      dkim_dir: c.outbound.dkimDir,
+      dkim_sign: c.outbound.dkimSign,
+    },
+    submission: c.submission
+      ? {
+          starttls: c.submission.starttls.map((l) => hostPort(l.host, l.port)),
+          tls: c.submission.implicitTls.map((l) => hostPort(l.host, l.port)),
+          certificates: c.submission.certificates.map((t) => ({ cert_file: t.certFile, key_file: t.keyFile })),
+          rate_limit: c.submission.rateLimit ? `${c.submission.rateLimit.messages}/${formatDuration(c.submission.rateLimit.windowMs)}` : "off",
+          auth_failures: { max: c.submission.authFailures.max, window: formatDuration(c.submission.authFailures.windowMs), block_for: formatDuration(c.submission.authFailures.blockForMs) },
+        }
+      : null,
+    api: c.api ? { listen: hostPort(c.api.listen.host, c.api.listen.port), tls: c.api.tls ? { cert_file: c.api.tls.certFile, key_file: c.api.tls.keyFile } : null } : null,
   };
 }
 
