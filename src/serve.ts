@@ -12,7 +12,8 @@ import type { Logger } from "./log.ts";
 import { createMetrics, registerQueueGauges } from "./metrics.ts";
 import { bounceFor } from "./queue/bounce.ts";
 import { QueueStore } from "./queue/store.ts";
-import { buildRuntime } from "./runtime.ts";
+import { buildRuntime, withAcmeCertificate, type Runtime } from "./runtime.ts";
+import { AcmeManager } from "./acme/manager.ts";
 import { assertLibraryCompatible } from "./smtp/connection-adapter.ts";
 import { startSmtpListener, type SmtpListener } from "./smtp/listener.ts";
 import { acquireStateLock } from "./state-lock.ts";
@@ -49,7 +50,10 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   const apiKeys = config.api ? ApiKeyStore.open(config.stateDir) : null;
   const metrics = createMetrics();
   const services = pipelineServices(policy, users, metrics, log);
-  const runtime = new Live(buildRuntime(config, services));
+  const acme = new AcmeManager({ config: () => runtime.get().config.acme, install: (material) => installAcmeCertificate(runtime, material, log), log });
+  // The cached ACME certificate is read before the runtime is built, so the listeners start with it.
+  const acmeAtStart = acme.loadCached(config.acme);
+  const runtime = new Live(buildRuntime(config, services, acmeAtStart));
   // Expired greylist triplets, allowlisted networks and blocks go away once an hour.
   const cleanup = setInterval(() => {
     try {
@@ -91,7 +95,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         forgetGreylist: () => services.caches.greylist.clear(),
         log,
         metrics,
-        wake: () => worker.wake(),
+        wake: () => worker.wake(true),
         remove,
         backups: new BackupRunner(store, metrics, () => [...opts.configArgs]),
         token: () => runtime.get().config.admin.token?.value ?? null,
@@ -117,6 +121,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
       log.info("send api listening", { address: config.api.listen.host, port: api.port, tls: !!config.api.tls });
     }
   } catch (err) {
+    acme.stop();
     await Promise.all(listeners.map((l) => l.close()));
     await api?.stop();
     await admin?.stop();
@@ -133,11 +138,17 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   // once now so the heap the sessions grow from is the live one.
   Bun.gc(true);
   log.info("mailraven started", { version, hostname: config.hostname, state_dir: config.stateDir, queue: store.depth() });
+  if (config.acme && !acmeAtStart) {
+    // Not waiting for the CA: mail keeps arriving on port 25 meanwhile. Nothing ever falls back
+    // to smtp-server's built-in certificate, whose key is public.
+    log.warn("acme: no certificate yet; until it arrives the MX port offers no STARTTLS and the submission ports refuse connections", { hostnames: config.acme.hostnames });
+  }
+  acme.start();
 
   const reload = () => {
     let next;
     try {
-      next = buildRuntime(opts.reloadConfig(), services);
+      next = buildRuntime(opts.reloadConfig(), services, acme.material());
     } catch (err) {
       log.error("configuration reload refused; the running configuration stays in force", { error: (err as Error).message });
       return;
@@ -148,6 +159,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
     if (JSON.stringify(before.admin.listen) !== JSON.stringify(next.config.admin.listen)) needRestart.push("admin.listen" as never);
     runtime.set(next);
     log.info("configuration reloaded", needRestart.length ? { restart_needed_for: needRestart } : {});
+    acme.reconsider();
   };
 
   let stopping: Promise<void> | null = null;
@@ -155,6 +167,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
     (stopping ??= (async () => {
       const started = Date.now();
       log.info("shutting down", { open_listeners: listeners.length });
+      acme.stop();
       await Promise.all(listeners.map((l) => l.close()));
       // Deliveries in flight get a moment to record their outcome; any cut short stay
       // queued and are sent again after restart (at-least-once).
@@ -170,4 +183,10 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
       log.info("stopped", { duration_ms: Date.now() - started });
     })());
   return { listeners, admin, reload, shutdown };
+}
+
+/** A new ACME certificate goes into the running listeners the way SIGHUP puts new files there: a new Runtime. */
+function installAcmeCertificate(runtime: Live<Runtime>, material: { key: Buffer; cert: Buffer }, log: Logger): void {
+  runtime.set(withAcmeCertificate(runtime.get(), material));
+  log.info("acme certificate installed in the listeners");
 }

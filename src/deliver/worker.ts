@@ -42,7 +42,9 @@ interface Job {
 }
 
 const WAKE_COALESCE_MS = 5;
-const TICK_FLOOR_MS = 100;
+const TICK_FLOOR_MS = 1000;
+/** Below this many waiting jobs, newly queued mail is fetched at once. */
+const LOW_WATERMARK = 200;
 /** Jobs held in memory waiting for a free connection; past this the queue stays on disk. */
 const MAX_WAITING = 2000;
 
@@ -63,7 +65,12 @@ export class DeliveryWorker {
   private readonly inFlight = new Set<number>();
   private readonly running = new Set<Promise<void>>();
   private timer: ReturnType<typeof setTimeout> | null = null;
+  private timerAt = Infinity;
   private wakePending = false;
+  /** Newest queue id taken so far: new mail is found past it without rereading the rest. */
+  private cursor = "";
+  /** Mail was queued while enough work was in hand; look for it once the backlog runs low. */
+  private newMailWaiting = false;
   private stopped = false;
   private readonly now: () => number;
 
@@ -75,13 +82,24 @@ export class DeliveryWorker {
     this.schedule(0);
   }
 
-  /** Something was queued: look for due work soon, coalescing a burst of wake-ups into one query. */
-  wake(): void {
-    if (this.wakePending || this.stopped) return;
+  /**
+   * Something was queued: look for it soon, coalescing a burst of wake-ups into one query.
+   * `everything`: older mail became due too (an admin retry or flush), so do a full look now.
+   */
+  wake(everything = false): void {
+    if (this.stopped) return;
+    if (everything) return this.schedule(0);
+    if (this.waitingCount() >= LOW_WATERMARK) {
+      this.newMailWaiting = true;
+      return;
+    }
+    if (this.wakePending) return;
     this.wakePending = true;
     setTimeout(() => {
       this.wakePending = false;
-      this.tick();
+      this.newMailWaiting = false;
+      const room = MAX_WAITING - this.waitingCount();
+      if (room > 0) this.take(this.deps.store.dueAfter(this.cursor, this.now(), room));
     }, WAKE_COALESCE_MS);
   }
 
@@ -97,17 +115,35 @@ export class DeliveryWorker {
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.tick(), Math.max(0, Math.min(delayMs, 60_000)));
+    const delay = Math.max(0, Math.min(delayMs, 60_000));
+    this.timerAt = this.now() + delay;
+    this.timer = setTimeout(() => this.tick(), delay);
   }
 
+  /** Makes sure a full look happens by `at` (a retry just scheduled may be due before the timer). */
+  private armFor(at: number): void {
+    if (at < this.timerAt) this.schedule(at - this.now());
+  }
+
+  /** The full look, by due time: retries coming due, and anything a quick look missed. */
   private tick(): void {
     if (this.stopped) return;
     const now = this.now();
     const { store } = this.deps;
-    const config = this.deps.config();
     // Fetch past the recipients already in hand so new due work is always found.
     const room = MAX_WAITING - this.waitingCount();
-    const due = room <= 0 ? [] : store.due(now, this.inFlight.size + room).filter((r) => !this.inFlight.has(r.rowId));
+    this.take(room <= 0 ? [] : store.due(now, this.inFlight.size + room));
+    // Recipients in flight stay due in the table, so the next full look is never sooner than the floor.
+    const next = store.nextDueAt();
+    this.schedule(next === null ? 60_000 : Math.max(next - now, TICK_FLOOR_MS));
+  }
+
+  /** Queues due recipients not already in hand as jobs, by message and route, and starts what fits. */
+  private take(rows: readonly DueRecipient[]): void {
+    if (this.stopped) return;
+    const config = this.deps.config();
+    const due = rows.filter((r) => !this.inFlight.has(r.rowId));
+    for (const r of rows) if (r.messageId > this.cursor) this.cursor = r.messageId;
     const jobs = new Map<string, Job>();
     const noRoute: DueRecipient[] = [];
     for (const r of due) {
@@ -131,9 +167,6 @@ export class DeliveryWorker {
     if (noRoute.length) this.track(this.failNoRoute(noRoute));
     this.dropEmptyPools();
     this.dispatch();
-    // Recipients in flight stay due in the table, so the next look is never sooner than the floor.
-    const next = store.nextDueAt();
-    this.schedule(next === null ? 60_000 : Math.max(next - now, TICK_FLOOR_MS));
   }
 
   private waitingCount(): number {
@@ -148,6 +181,7 @@ export class DeliveryWorker {
       while (jobs.length && pool.hasCapacity) this.track(this.deliver(pool, jobs.shift()!));
       if (!jobs.length) this.waiting.delete(uri);
     }
+    if (this.newMailWaiting && this.waitingCount() < LOW_WATERMARK) this.wake();
   }
 
   private track(p: Promise<void>): void {
@@ -281,6 +315,8 @@ export class DeliveryWorker {
     const bounce = await bounceFor(store, config, log, { messageId: job.messageId, sender: first.sender, receivedAt: first.receivedAt, failed }, now);
     const bounces = bounce ? [bounce] : [];
     await store.record(outcomes, bounces, [job.messageId]);
+    const retries = outcomes.flatMap((o) => (o.kind === "deferred" ? [o.nextAttemptAt] : []));
+    if (retries.length) this.armFor(Math.min(...retries));
     if (bounces.length) {
       metrics.bouncesQueued.inc();
       log.info("bounce queued", { queue_id: bounces[0]!.id, original_queue_id: job.messageId, rcpt_count: failed.length });

@@ -102,6 +102,22 @@ CREATE INDEX IF NOT EXISTS recipients_message ON recipients(message_id);
 
 const SCHEMA_VERSION = 1;
 
+type DueRow = { id: number; message_id: string; address: string; route: string; attempts: number; sender: string; size: number; received_at: number; next_attempt_at: number };
+
+function dueRow(r: DueRow): DueRecipient {
+  return {
+    rowId: r.id,
+    messageId: r.message_id,
+    address: r.address,
+    route: r.route,
+    attempts: r.attempts,
+    sender: r.sender,
+    size: r.size,
+    receivedAt: r.received_at,
+    nextAttemptAt: r.next_attempt_at,
+  };
+}
+
 /** Brings a queue written by an older version up to date, in place. */
 function migrate(db: Database): void {
   const version = db.query<{ user_version: number }, []>("PRAGMA user_version").get()!.user_version;
@@ -132,6 +148,12 @@ export class QueueStore {
       >(`SELECT r.id, r.message_id, r.address, r.route, r.attempts, r.next_attempt_at, m.sender, m.size, m.received_at
          FROM recipients r JOIN messages m ON m.id = r.message_id
          WHERE r.next_attempt_at <= ? ORDER BY r.next_attempt_at, r.id LIMIT ?`),
+      dueAfter: db.query<
+        { id: number; message_id: string; address: string; route: string; attempts: number; sender: string; size: number; received_at: number; next_attempt_at: number },
+        [string, number, number]
+      >(`SELECT r.id, r.message_id, r.address, r.route, r.attempts, r.next_attempt_at, m.sender, m.size, m.received_at
+         FROM recipients r JOIN messages m ON m.id = r.message_id
+         WHERE r.message_id > ? AND r.next_attempt_at <= ? ORDER BY r.message_id, r.id LIMIT ?`),
       nextDue: db.query<{ t: number | null }, []>("SELECT MIN(next_attempt_at) AS t FROM recipients"),
       body: db.query<{ head: Uint8Array; body: Uint8Array | null }, [string]>("SELECT head, body FROM messages WHERE id = ?"),
       deleteRecipient: db.query("DELETE FROM recipients WHERE id = ?"),
@@ -306,18 +328,21 @@ export class QueueStore {
     else this.spool.remove(id);
   }
 
+  /**
+   * Due recipients of messages queued after `afterMessageId` (queue ids sort by arrival; row
+   * ids do not, SQLite reuses them): new mail without rereading what is already in hand. A
+   * message cut in two by the limit is left out whole, unless it is the only one.
+   */
+  dueAfter(afterMessageId: string, now: number, limit: number): DueRecipient[] {
+    const rows = this.q.dueAfter.all(afterMessageId, now, limit).map(dueRow);
+    if (rows.length < limit) return rows;
+    const last = rows[rows.length - 1]!.messageId;
+    const whole = rows.filter((r) => r.messageId !== last);
+    return whole.length ? whole : rows;
+  }
+
   due(now: number, limit: number): DueRecipient[] {
-    return this.q.due.all(now, limit).map((r) => ({
-      rowId: r.id,
-      messageId: r.message_id,
-      address: r.address,
-      route: r.route,
-      attempts: r.attempts,
-      sender: r.sender,
-      size: r.size,
-      receivedAt: r.received_at,
-      nextAttemptAt: r.next_attempt_at,
-    }));
+    return this.q.due.all(now, limit).map(dueRow);
   }
 
   /** The earliest scheduled attempt, or null when the queue is empty. */
