@@ -17,6 +17,7 @@ import { binaryInfo, freePort, startRelay, tmpfsWarning, type Relay } from "./li
 import { findSmtpSink, startServerSink, startSmtpSink, type Sink } from "./lib/sink.ts";
 import { buildMessage, SmtpConn } from "./lib/smtp.ts";
 import { fmt, percentile, sortedCopy, table } from "./lib/stats.ts";
+import { DnsServer } from "../tests/helpers/dns.ts";
 
 const BUILT = process.env.MAILRAVEN_BIN ? resolve(process.env.MAILRAVEN_BIN) : resolve(import.meta.dir, "../build/mailraven");
 /** The copy of BUILT that is measured: a rebuild during the run must not change what runs. */
@@ -89,6 +90,51 @@ async function measure(name: string, latencyLabel: string, relay: Relay, sink: S
       (load.stoppedBy !== "count" ? `; stopped by the ${load.stoppedBy} limit` : ""),
   );
   return report;
+}
+
+/**
+ * The same workloads on a fresh relay with DNS lists (against a local dnsmasq) and greylisting
+ * (client network allowlisted) on, after a warm-up that fills the caches.
+ */
+async function measureDefenses(k: Knobs, dir: string, sink: Sink, payload: Uint8Array): Promise<WorkloadReport[] | null> {
+  let dns: DnsServer;
+  try {
+    dns = await DnsServer.start({});
+  } catch (err) {
+    say(`defenses run skipped: no DNS server (${err instanceof Error ? err.message : err}); install dnsmasq-base`);
+    return null;
+  }
+  const port = await freePort();
+  const relay = await startRelay(BINARY, dir, "relay-defenses", {
+    port,
+    sinkPort: sink.port,
+    stateDir: join(dir, "state-defenses"),
+    maxConnections: Math.max(k.sessions, k.persistentSessions) + 100,
+    defensesDns: dns.address,
+  });
+  try {
+    say(`defenses: mailraven pid ${relay.pid} with DNS lists at ${dns.address} and greylisting`);
+    const base = sink.count();
+    const w = await perConnection({ port, messages: Math.max(k.warmup, 100), sessions: k.sessions, payload, deadline: performance.now() + 30_000 });
+    await sink.waitFor(base + w.accepted, performance.now() + k.drainLimitS * 1000);
+    if (w.accepted === 0) throw new Error(`the defended relay accepted nothing in the warm-up: ${relay.logTail()}`);
+    return [
+      await measure("(a) with defenses", "connect", relay, sink, k, perConnection, k.sessions, payload),
+      await measure("(b) with defenses", "MAIL FROM", relay, sink, k, persistent, k.persistentSessions, payload),
+    ];
+  } finally {
+    await relay.stop();
+    await dns.stop();
+  }
+}
+
+function printDefenses(plain: WorkloadReport[], defended: WorkloadReport[]): void {
+  const rows = plain.map((p, i) => {
+    const d = defended[i]!;
+    return [p.name, fmt(p.acceptRate), fmt(d.acceptRate), fmt(d.acceptRate / p.acceptRate, 2), fmt(p.p99, 2), fmt(d.p99, 2)];
+  });
+  console.log(table(["cost of the defenses (DNS lists + greylisting, warm caches)", "plain msg/s", "defended msg/s", "ratio", "p99 plain", "p99 defended"], rows));
+  console.log("");
 }
 
 async function measureIdle(k: Knobs, dir: string, sinkPort: number): Promise<IdleReport | null> {
@@ -225,9 +271,11 @@ async function main(): Promise<number> {
     work.push(await measure("(b) persistent sessions", "MAIL FROM", relay, sink, k, persistent, k.persistentSessions, payload));
     const stopped = await relay.stop();
     relay = null;
+    const defended = k.defenses ? await measureDefenses(k, dir, sink, payload) : null;
 
     const idle = k.idleConns > 0 ? await measureIdle(k, dir, sinkPort) : null;
     printReport(k, binaryLabel, sink.kind, work, idle, stopped.queued);
+    if (defended) printDefenses(work, defended);
     if (k.jsonOut) {
       const plain = {
         date: new Date().toISOString(),

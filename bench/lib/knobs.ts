@@ -32,6 +32,8 @@ export interface Knobs {
   readonly sink: "auto" | "smtp-sink" | "smtp-server";
   /** Keep the temp dir (config, relay log, queue) after the run. */
   readonly keep: boolean;
+  /** Also run the workloads with DNS lists and greylisting on (DEFENSES=0 skips it). */
+  readonly defenses: boolean;
   /** Also write the results as JSON to this path. */
   readonly jsonOut: string | null;
 }
@@ -50,6 +52,7 @@ export function readKnobs(): Knobs {
     drainLimitS: num("DRAIN_LIMIT_S", 60, 1, 3600),
     sink,
     keep: process.env.KEEP === "1",
+    defenses: process.env.DEFENSES !== "0",
     jsonOut: process.env.JSON_OUT && process.env.JSON_OUT.trim() !== "" ? process.env.JSON_OUT : null,
   };
 }

@@ -15,6 +15,11 @@ export interface RelayConfig {
   readonly stateDir: string;
   /** Connection limits: all load comes from one address, so both limits must cover it. */
   readonly maxConnections: number;
+  /**
+   * With the edge defenses on: 127.0.0.1 is no longer trusted, DNS lists are asked of this DNS
+   * server, and greylisting runs with the client network allowlisted so mail flows.
+   */
+  readonly defensesDns?: string;
 }
 
 /** The config file the benchmark runs the relay with (YAML). */
@@ -33,10 +38,27 @@ smtp:
 relay:
   domains:
     bench.test: smtp://${HOST}:${c.sinkPort}
-  relay_networks: [127.0.0.0/8]
+  relay_networks: [${c.defensesDns ? "10.255.255.0/24" : "127.0.0.0/8"}]
 # the admin API's default port (127.0.0.1:8025) may be in use by another relay on this host
 admin:
   enabled: false
+${c.defensesDns ? defensesYaml(c.defensesDns) : ""}`;
+}
+
+/** The checks a real MX runs: two weighted DNS lists (one an allowlist) and greylisting. */
+function defensesYaml(dns: string): string {
+  return `dns:
+  servers: ["${dns}"]
+  timeout: 1s
+  attempts: 1
+defenses:
+  # every benchmark connection comes from one address: no per-IP connection rate here
+  connection_rate: 0
+  dnsbl:
+    zones: ["zen.bench.test=127.0.0.[2..11]*3", "wl.bench.test=127.0.[0..255].[1..3]*-2"]
+    threshold: 3
+  greylist:
+    allow_clients: ["127.0.0.0/8"]
 `;
 }
 
