@@ -1,6 +1,7 @@
 // Everything derived from one configuration that the running relay reads at the moment of
 // use: the config itself, the check pipeline built from it, and the TLS material it names.
-// SIGHUP builds a new Runtime and swaps it in whole, or keeps the old one if building fails.
+// SIGHUP builds a new Runtime and swaps it in whole, or keeps the old one if building fails;
+// a new ACME certificate is swapped in the same way (withAcmeCertificate).
 
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -23,22 +24,46 @@ export interface Runtime {
   readonly submissionTls: readonly (TlsMaterial & { readonly names: readonly string[] })[];
 }
 
-export function buildRuntime(config: Config, services: PipelineServices): Runtime {
+/**
+ * `acme` is the current ACME certificate (null before the first one arrives). With acme
+ * enabled it serves STARTTLS on the MX port (smtp.tls is then a config error) and submission
+ * when submission.certificates is not set: certificate files win where they are given.
+ */
+export function buildRuntime(config: Config, services: PipelineServices, acme: TlsMaterial | null = null): Runtime {
+  const files = {
+    smtpTls: readTls(config.smtp.tls, "smtp.tls"),
+    submissionTls: (config.submission?.certificates ?? []).map((f, i) => {
+      const material = readTls(f, `submission.certificates[${i}]`)!;
+      return { ...material, names: certificateNames(material.cert) };
+    }),
+  };
   return {
     config,
     pipeline: buildPipeline(config, services),
-    smtpTls: readTls(config.smtp.tls, "smtp.tls"),
+    ...withAcme(config, files, acme),
     adminTls: readTls(config.admin.tls, "admin.tls"),
     apiTls: readTls(config.api?.tls ?? null, "api.tls"),
-    submissionTls: (config.submission?.certificates ?? []).map((files, i) => {
-      const material = readTls(files, `submission.certificates[${i}]`)!;
-      return { ...material, names: certificateNames(material.cert) };
-    }),
+  };
+}
+
+/** The same runtime with a new ACME certificate in the listeners that use it. */
+export function withAcmeCertificate(rt: Runtime, acme: TlsMaterial): Runtime {
+  return { ...rt, ...withAcme(rt.config, rt, acme) };
+}
+
+type ListenerTls = Pick<Runtime, "smtpTls" | "submissionTls">;
+
+function withAcme(config: Config, files: ListenerTls, acme: TlsMaterial | null): ListenerTls {
+  if (!config.acme) return { smtpTls: files.smtpTls, submissionTls: files.submissionTls };
+  const fromAcme = acme ? [{ ...acme, names: certificateNames(acme.cert) }] : [];
+  return {
+    smtpTls: config.smtp.tls ? files.smtpTls : acme,
+    submissionTls: config.submission?.certificates.length ? files.submissionTls : config.submission ? fromAcme : [],
   };
 }
 
 /** The DNS names a certificate is good for (subjectAltName, or the CN without one). */
-function certificateNames(pem: Buffer): string[] {
+export function certificateNames(pem: Buffer | string): string[] {
   const cert = new X509Certificate(pem);
   const san = (cert.subjectAltName ?? "").split(/,\s*/).filter((s) => s.startsWith("DNS:")).map((s) => s.slice(4).toLowerCase());
   if (san.length) return san;

@@ -75,6 +75,17 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
         }
       : null,
     api: c.api ? { listen: hostPort(c.api.listen.host, c.api.listen.port), tls: c.api.tls ? { cert_file: c.api.tls.certFile, key_file: c.api.tls.keyFile } : null } : null,
+    acme: c.acme
+      ? {
+          enabled: true,
+          directory: c.acme.directory,
+          email: c.acme.email,
+          hostnames: c.acme.hostnames,
+          http_listen: hostPort(c.acme.httpListen.host, c.acme.httpListen.port),
+          renew_before: formatDuration(c.acme.renewBeforeMs),
+          ca_file: c.acme.caFile,
+        }
+      : { enabled: false },
   };
 }
 

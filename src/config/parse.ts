@@ -13,6 +13,7 @@ import { authPolicy, DEFAULT_AUTH_POLICY, parseDefenses, parseDns, parsePipeline
 import { systemServers } from "../dns/resolver.ts";
 import { parseOutbound } from "./outbound.ts";
 import { parseSubmission } from "./submission.ts";
+import { checkAcmePrecedence, parseAcme } from "./acme.ts";
 
 const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h"];
 const DEFAULT_PORTS = { smtp: 25, lmtp: 24 } as const;
@@ -40,7 +41,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     vars: env.vars ?? process.env,
     readFile: env.readFile ?? ((p) => readFileSync(resolve(env.cwd, p), "utf8")),
   };
-  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup", "dns", "defenses", "pipeline", "outbound", "submission", "api"]);
+  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup", "dns", "defenses", "pipeline", "outbound", "submission", "api", "acme"]);
 
   const hostname = r.string(top, "hostname", "", osHostname());
   if (!isHostname(hostname)) r.fail("hostname", "a fully qualified host name such as mx.example.org", hostname);
@@ -58,6 +59,11 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
   const smtpTls = tlsFiles(r, smtpObj.tls, "smtp.tls", env.cwd);
   const defenses = parseDefenses(r, top.defenses, hostname.toLowerCase());
   const domainPolicy = new Map<string, Partial<AuthPolicy>>();
+  const acme = parseAcme(r, top.acme, stateDir, env.cwd, isHostname, (text, path) => {
+    const hp = parseHostPort(text);
+    return hp?.port === undefined ? r.fail(path, 'an address such as "0.0.0.0:80" or "[::]:80"', text) : { host: hp.host, port: hp.port };
+  });
+  checkAcmePrecedence(r, acme, smtpObj.tls);
 
   const config: Config = {
     hostname: hostname.toLowerCase(),
@@ -107,7 +113,8 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     domainPolicy,
     outbound: parseOutbound(r, top.outbound, stateDir, env.cwd),
     api: apiConfig(r, top.api, env.cwd),
-    submission: parseSubmission(r, top.submission, env.cwd, smtpTls, (list, path) => addressList(r, list, path)),
+    submission: parseSubmission(r, top.submission, env.cwd, smtpTls, (list, path) => addressList(r, list, path), !!acme),
+    acme,
   };
   if (r.problems.length) throw new ConfigErrors(r.problems);
   return deepFreeze(config);

@@ -11,6 +11,7 @@ export function parseSubmission(
   cwd: string,
   mxTls: TlsFiles | null,
   listen: (list: unknown[], path: string) => ListenAddress[],
+  acme = false,
 ): SubmissionConfig | null {
   if (value === undefined || value === false) return null;
   const path = "submission";
@@ -26,7 +27,8 @@ export function parseSubmission(
     return [{ certFile: resolve(cwd, cert), keyFile: resolve(cwd, key) }];
   });
   if (certificates.length === 0 && mxTls) certificates.push(mxTls);
-  if (certificates.length === 0) r.problems.push(`${path}.certificates: submission needs a certificate (passwords never cross the network in clear); add one, or set smtp.tls`);
+  // Without certificate files, submission uses the ACME certificate (src/runtime.ts).
+  if (certificates.length === 0 && !acme) r.problems.push(`${path}.certificates: submission needs a certificate (passwords never cross the network in clear); add one, or set smtp.tls or acme`);
   const af = r.section(o.auth_failures, join(path, "auth_failures"), ["max", "window", "block_for"]);
   return {
     starttls,

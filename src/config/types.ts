@@ -173,6 +173,24 @@ export interface OutboundConfig {
   readonly dkimSign: boolean;
 }
 
+/** Certificates from an ACME CA (acme section); files under `dir`, see src/acme/. */
+export interface AcmeConfig {
+  /** The CA's directory URL (https). */
+  readonly directory: string;
+  /** Contact address given to the CA when the account is registered. */
+  readonly email: string;
+  /** Every name goes into one certificate (subjectAltName); lower case, ASCII. */
+  readonly hostnames: readonly string[];
+  /** Where the HTTP-01 challenge responder listens while an order is in progress. */
+  readonly httpListen: ListenAddress;
+  /** Renew when the certificate expires within this long (but not before half its lifetime). */
+  readonly renewBeforeMs: number;
+  /** PEM bundle trusted for the CA's HTTPS instead of the built-in roots; null: the built-in roots. */
+  readonly caFile: string | null;
+  /** state_dir/acme: account key, certificate key and chain. */
+  readonly dir: string;
+}
+
 export interface Config {
   readonly hostname: string;
   readonly stateDir: string;
@@ -192,4 +210,6 @@ export interface Config {
   readonly submission: SubmissionConfig | null;
   /** The HTTP send API; null when not configured. */
   readonly api: { readonly listen: ListenAddress; readonly tls: TlsFiles | null } | null;
+  /** Automatic certificates for STARTTLS and submission; null when acme.enabled is not true. */
+  readonly acme: AcmeConfig | null;
 }

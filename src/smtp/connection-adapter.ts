@@ -17,6 +17,7 @@
 // renames these internals fails loudly instead of silently changing behaviour.
 
 import { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
+import { SMTPServer } from "smtp-server";
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 const LF = 0x0a;
@@ -44,6 +45,10 @@ export function assertLibraryCompatible(): void {
     if (typeof proto[method] !== "function") {
       throw new Error(`smtp-server is incompatible: SMTPConnection.${method} is missing; pin the version in package.json`);
     }
+  }
+  // The listener refuses implicit-TLS connections before the handshake while it has no certificate.
+  if (typeof (SMTPServer.prototype as unknown as Record<string, unknown>)._acceptSocket !== "function") {
+    throw new Error("smtp-server is incompatible: SMTPServer._acceptSocket is missing; pin the version in package.json");
   }
 }
 

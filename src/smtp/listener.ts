@@ -24,6 +24,11 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
   private readonly connectVerdicts = new Map<string, Promise<Verdict>>();
   /** Made on the first pass: lru-cache allocates its capacity up front, and trusted-only relays never need it. */
   private pregreetCache: LRUCache<string, true> | null = null;
+  /**
+   * False on a submission port while its certificate (ACME's) has not arrived: connections are
+   * refused rather than offered TLS with smtp-server's built-in certificate, whose key is public.
+   */
+  certificateReady = true;
   private get pregreetPassedIps(): LRUCache<string, true> {
     return (this.pregreetCache ??= new LRUCache<string, true>({ max: 20_000, ttl: PREGREET_PASS_TTL_MS }));
   }
@@ -38,10 +43,23 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     super(options);
   }
 
+  /** Implicit TLS (465): a port without its certificate yet closes the connection before the handshake. */
+  override _acceptSocket(socket: Socket, handshake: boolean): (() => void) | false {
+    if (handshake && !this.certificateReady) {
+      this.metrics.connectionsRejected.inc({ reason: "no_certificate" });
+      this.log.warn("connection refused", { client_ip: normalizeIp(socket.remoteAddress ?? ""), reason: "no_certificate" });
+      socket.on("error", () => {});
+      socket.destroy();
+      return false;
+    }
+    return super._acceptSocket(socket, handshake);
+  }
+
   override connect(socket: Socket, socketOptions?: Parameters<SMTPServer["connect"]>[1]): void {
     const ip = normalizeIp(socket.remoteAddress ?? "");
     const { config, pipeline } = this.runtime.get();
     const { smtp } = config;
+    if (!this.certificateReady) return this.refuse(socket, ip, "421 4.7.0 TLS not available yet, try again later", "no_certificate");
     // Postfix-style: the refusal is the greeting, then the connection closes.
     if (this.connections.size >= smtp.maxConnections) return this.refuse(socket, ip, "421 4.3.2 Too many connections, try again later", "max_connections");
     const current = this.perIp.get(ip) ?? 0;
@@ -176,6 +194,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
     deps.metrics,
     mode,
   );
+  server.certificateReady = mode === "mx" || !!tls;
   server.on("error", (err: Error) => log.error("smtp server error", { error: err }));
   // New limits and certificates apply to the next session; sessions in progress keep theirs.
   runtime.onChange((next) => {
@@ -183,6 +202,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
     Object.assign(server.options, liveOptions(next.config), { name: next.config.hostname });
     if (mode === "mx") server.options.hideSTARTTLS = !nextTls;
     if (nextTls) server.updateSecureContext(nextTls);
+    server.certificateReady = mode === "mx" || !!nextTls;
   });
   await new Promise<void>((resolve, reject) => {
     server.server.once("error", (err: NodeJS.ErrnoException) =>
@@ -194,7 +214,8 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
     });
   });
   const port = (server.server.address() as { port: number }).port;
-  log.info("smtp listening", { address: address.host, port, mode, tls: mode === "smtps" ? "implicit" : tls ? "starttls" : "none" });
+  const tlsMode = mode === "smtps" ? "implicit" : tls || mode === "submission" ? "starttls" : "none";
+  log.info("smtp listening", { address: address.host, port, mode, tls: tlsMode, ...(tls || !config.acme ? {} : { certificate: "waiting for acme" }) });
   return {
     address,
     port,
