@@ -55,6 +55,10 @@ relay:
   domains:
     bench.test: smtp://127.0.0.1:2600
   relay_networks: [127.0.0.0/8]
+delivery:
+  # Sessions to the sink at once. Default 20 (like Postfix's default_destination_concurrency_limit);
+  # the capacity workload is reported both ways (DELIVERY_CONCURRENCY=100).
+  concurrency_per_route: ${DELIVERY_CONCURRENCY:-20}
 EOF
 "$BIN" check-config --config "$CONFIG" >/dev/null
 

@@ -100,6 +100,9 @@ export class DeliveryWorker {
       this.newMailWaiting = false;
       const room = MAX_WAITING - this.waitingCount();
       if (room > 0) this.take(this.deps.store.dueAfter(this.cursor, this.now(), room));
+      // Queue ids are given when DATA starts, so a message can commit after a newer one was
+      // taken and fall behind the cursor: a full look within a second picks such stragglers up.
+      this.armFor(this.now() + TICK_FLOOR_MS);
     }, WAKE_COALESCE_MS);
   }
 
