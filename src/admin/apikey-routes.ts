@@ -2,7 +2,7 @@
 
 import { Hono } from "hono";
 import { ApiKeyError, type ApiKey, type ApiKeyStore } from "../api/keys.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, jsonObject } from "./errors.ts";
 
 const keyJson = (k: ApiKey) => ({
   id: k.id,
@@ -20,12 +20,7 @@ export function apiKeyRoutes(keys: ApiKeyStore | null) {
   });
   app.get("/", (c) => c.json({ keys: keys!.list().map(keyJson) }));
   app.post("/", async (c) => {
-    let b: Record<string, unknown>;
-    try {
-      b = (await c.req.json()) as Record<string, unknown>;
-    } catch {
-      throw new ApiError(400, "bad_body", 'send JSON such as {"name": "billing app", "domains": ["example.org"], "rate_limit": "100/1h"}');
-    }
+    const b = await jsonObject(c, '{"name": "billing app", "domains": ["example.org"], "rate_limit": "100/1h"}');
     if (typeof b.name !== "string" || !Array.isArray(b.domains) || b.domains.some((d) => typeof d !== "string") || (b.rate_limit !== undefined && typeof b.rate_limit !== "string")) {
       throw new ApiError(400, "bad_parameter", "name (string), domains (list of strings) and optional rate_limit (such as 100/1h) are required");
     }

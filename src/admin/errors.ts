@@ -7,4 +7,15 @@ export class ApiError extends Error {
   }
 }
 
+/** The request's JSON object body, or a 400 showing an example of what to send. */
+export async function jsonObject(c: { req: { json(): Promise<unknown> } }, example: string): Promise<Record<string, unknown>> {
+  try {
+    const b = await c.req.json();
+    if (b && typeof b === "object" && !Array.isArray(b)) return b as Record<string, unknown>;
+  } catch {
+    // not JSON at all: the same answer
+  }
+  throw new ApiError(400, "bad_body", `send a JSON object such as ${example}`);
+}
+
 export const errorBody = (code: string, message: string) => ({ error: { code, message } });

@@ -4,7 +4,7 @@ import { Hono } from "hono";
 import { parseCidr } from "../net/cidr.ts";
 import type { BlockEntry, GreylistEntry, PolicyStore } from "../policy/store.ts";
 import { parseDuration } from "../units.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, jsonObject } from "./errors.ts";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -55,12 +55,7 @@ export function policyRoutes(policy: PolicyStore, forgetGreylist: () => void, no
   const blocklist = new Hono();
   blocklist.get("/", (c) => c.json({ entries: policy.blocklist(now()).map(blockJson) }));
   blocklist.post("/", async (c) => {
-    let body: Record<string, unknown>;
-    try {
-      body = (await c.req.json()) as Record<string, unknown>;
-    } catch {
-      throw new ApiError(400, "bad_body", 'send JSON such as {"cidr": "192.0.2.7", "reason": "abuse", "expires_in": "24h"}');
-    }
+    const body = await jsonObject(c, '{"cidr": "192.0.2.7", "reason": "abuse", "expires_in": "24h"}');
     const cidr = cidrOf(body.cidr);
     const reason = body.reason === undefined ? "added by the administrator" : body.reason;
     if (typeof reason !== "string" || reason.length > 200 || /[\r\n]/.test(reason)) throw new ApiError(400, "bad_parameter", "reason must be one line of at most 200 characters");

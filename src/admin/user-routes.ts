@@ -2,19 +2,11 @@
 
 import { Hono } from "hono";
 import { UserError, type User, type UserStore } from "../users/store.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, jsonObject } from "./errors.ts";
+
+const body = (c: Parameters<typeof jsonObject>[0]) => jsonObject(c, '{"name": "alice", "password": "...", "identities": ["alice@example.org"]}');
 
 const userJson = (u: User) => ({ name: u.name, identities: u.identities, created_at: new Date(u.createdAt).toISOString() });
-
-async function body(c: { req: { json(): Promise<unknown> } }): Promise<Record<string, unknown>> {
-  try {
-    const b = await c.req.json();
-    if (b && typeof b === "object" && !Array.isArray(b)) return b as Record<string, unknown>;
-  } catch {
-    // fall through
-  }
-  throw new ApiError(400, "bad_body", 'send a JSON object, e.g. {"name": "alice", "password": "...", "identities": ["alice@example.org"]}');
-}
 
 const strings = (v: unknown, what: string): string[] => {
   if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) throw new ApiError(400, "bad_parameter", `${what} must be a list of strings`);
