@@ -6,6 +6,7 @@ import parsePrometheus from "parse-prometheus-text-format";
 import { ADMIN_TOKEN, BINARY, queueCounts, Relay, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
+import { run as exec } from "../helpers/run.ts";
 
 let sink: Sink;
 let relay: Relay;
@@ -37,11 +38,7 @@ async function json(res: Response): Promise<Record<string, unknown>> {
   return (await res.json()) as Record<string, unknown>;
 }
 
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const proc = Bun.spawn([BINARY, ...args, "--config", relay.cliConfigPath()], { stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  return { code, out, err };
-}
+const cli = (...args: string[]) => exec([BINARY, ...args, "--config", relay.cliConfigPath()]);
 
 describe("health and metrics", () => {
   test("GET /health needs no token and reports readiness", async () => {

@@ -8,17 +8,14 @@ import { join, resolve } from "node:path";
 import { ADMIN_TOKEN, BINARY, queueCounts, Relay, tempDir, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
+import { run as exec } from "../helpers/run.ts";
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function run(cmd: string[]): Promise<{ code: number; out: string; err: string }> {
-  const proc = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  return { code, out, err };
-}
+const run = (cmd: string[]) => exec(cmd);
 
 const queueIdIn = (raw: Buffer) => /with ESMTP id ([0-9A-Z]{16})/.exec(raw.toString("latin1"))?.[1];
 

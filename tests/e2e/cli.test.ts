@@ -4,14 +4,11 @@ import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { BINARY, tempDir } from "../helpers/relay.ts";
+import { run as exec } from "../helpers/run.ts";
 
 const EXAMPLE = resolve(import.meta.dir, "../../build/mailraven.example.yaml");
 
-async function run(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const proc = Bun.spawn([BINARY, ...args], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  return { code, out, err };
-}
+const run = (...args: string[]) => exec([BINARY, ...args]);
 
 function configFile(text: string): string {
   const path = join(tempDir(), "mailraven.yaml");

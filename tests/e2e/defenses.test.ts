@@ -8,6 +8,7 @@ import { BlackholeDns, DnsServer } from "../helpers/dns.ts";
 import { BINARY, Relay, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
+import { run as exec } from "../helpers/run.ts";
 
 const UNTRUSTED = { relay_networks: ["10.99.99.0/24"] };
 let dns: DnsServer;
@@ -231,11 +232,7 @@ describe("rate limits, connection rate and blocklist", () => {
 });
 
 describe("admin API and CLI for the greylist and the blocklist", () => {
-  async function cli(relay: Relay, ...args: string[]) {
-    const proc = Bun.spawn([BINARY, ...args, "--config", relay.cliConfigPath()], { stdout: "pipe", stderr: "pipe" });
-    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-    return { out, err, code };
-  }
+  const cli = (relay: Relay, ...args: string[]) => exec([BINARY, ...args, "--config", relay.cliConfigPath()]);
 
   test("list and remove greylist triplets", async () => {
     const relay = await relayWith({ defenses: { greylist: { delay: "1h" } } });

@@ -11,17 +11,17 @@ import { DnsServer } from "../helpers/dns.ts";
 import { BINARY, Relay, tempDir, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
+import { run as exec } from "../helpers/run.ts";
 
 const PASSWORD = "a long enough password";
 let sink: Sink;
 let relay: Relay;
 let dns: DnsServer;
 
-async function run(cmd: string[], stdin = ""): Promise<{ code: number; out: string }> {
-  const proc = Bun.spawn(cmd, { stdin: new Response(stdin), stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  return { code, out: out + err };
-}
+const run = async (cmd: string[], stdin = "") => {
+  const r = await exec(cmd, stdin);
+  return { code: r.code, out: r.text };
+};
 
 beforeAll(async () => {
   const certDir = tempDir("mailraven-cert-");

@@ -7,16 +7,13 @@ import { join } from "node:path";
 import { BINARY, Relay, tempDir, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
+import { run as exec } from "../helpers/run.ts";
 
 let sink: Sink;
 let relay: Relay;
 let certDir: string;
 
-async function run(cmd: string[], stdin = ""): Promise<string> {
-  const proc = Bun.spawn(cmd, { stdin: new Response(stdin), stdout: "pipe", stderr: "pipe" });
-  const [out, err] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  return out + err;
-}
+const run = async (cmd: string[], stdin = ""): Promise<string> => (await exec(cmd, stdin)).text;
 
 const makeCert = (cn: string) =>
   run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(certDir, "key.pem"), "-out", join(certDir, "cert.pem"), "-days", "2", "-subj", `/CN=${cn}`]);

@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { BINARY, Relay, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
+import { run as exec } from "../helpers/run.ts";
 
 let sink: Sink;
 let relay: Relay;
@@ -10,11 +11,7 @@ let port = 0;
 let token = "";
 let limitedToken = "";
 
-async function cli(...args: string[]) {
-  const proc = Bun.spawn([BINARY, ...args, "--config", relay.configPath], { stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  return { out, err, code };
-}
+const cli = (...args: string[]) => exec([BINARY, ...args, "--config", relay.configPath]);
 
 const send = (body: unknown, key = token, contentType = "application/json", query = "") =>
   fetch(`http://127.0.0.1:${port}/api/v1/messages${query}`, {

@@ -7,6 +7,7 @@ import nodemailer from "nodemailer";
 import { BINARY, Relay, tempDir, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
+import { run as exec } from "../helpers/run.ts";
 
 const PASSWORD = "correct horse battery staple";
 let sink: Sink;
@@ -15,11 +16,10 @@ let port587 = 0;
 let port465 = 0;
 let certDir: string;
 
-async function run(cmd: string[], stdin = ""): Promise<{ code: number; out: string }> {
-  const proc = Bun.spawn(cmd, { stdin: new Response(stdin), stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  return { code, out: out + err };
-}
+const run = async (cmd: string[], stdin = "") => {
+  const r = await exec(cmd, stdin);
+  return { code: r.code, out: r.text };
+};
 
 async function makeCert(name: string): Promise<{ cert_file: string; key_file: string }> {
   const key = join(certDir, `${name}.key`);

@@ -6,17 +6,17 @@ import { join } from "node:path";
 import { Relay, tempDir, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
+import { run as exec } from "../helpers/run.ts";
 
 let sink: Sink;
 let relay: Relay;
 let delayed: Relay;
 const GREETING_DELAY_MS = 1500;
 
-async function run(cmd: string[], stdin?: string): Promise<{ code: number; out: string }> {
-  const proc = Bun.spawn(cmd, { stdin: stdin === undefined ? "ignore" : new Response(stdin), stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  return { code, out: out + err };
-}
+const run = async (cmd: string[], stdin?: string) => {
+  const r = await exec(cmd, stdin);
+  return { code: r.code, out: r.text };
+};
 
 beforeAll(async () => {
   const certDir = tempDir("mailraven-cert-");
