@@ -12,7 +12,7 @@ import type { AuthPolicy, Config } from "../config/types.ts";
 import { ACCEPT } from "../verdict.ts";
 import { authenticationCheck } from "./content/authentication.ts";
 import { dkimSigning } from "./content/dkim-sign.ts";
-import { loadKeys } from "../dkim/keys.ts";
+import { DkimKeyCache } from "../dkim/keys.ts";
 import { virusCheck } from "./content/clamd.ts";
 import { spamCheck } from "./content/spamd.ts";
 import { Resolver } from "../dns/resolver.ts";
@@ -40,6 +40,7 @@ export interface PipelineServices {
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly now: () => number;
+  readonly dkimKeys: DkimKeyCache;
 }
 
 export function pipelineServices(policy: PolicyStore, users: UserStore | null, metrics: Metrics, log: Logger, now: () => number = Date.now): PipelineServices {
@@ -55,6 +56,7 @@ export function pipelineServices(policy: PolicyStore, users: UserStore | null, m
     metrics,
     log,
     now,
+    dkimKeys: new DkimKeyCache(now),
     caches: {
       get dnsbl() {
         return dnsbl();
@@ -153,7 +155,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
   // Signing comes last, so refused mail is never signed; it signs the client's message as received.
   const signer = config.outbound.dkimSign
     ? dkimSigning({
-        keys: (domain) => loadKeys(config.outbound.dkimDir, domain),
+        keys: (domain) => s.dkimKeys.load(config.outbound.dkimDir, domain),
         shouldSign: (ctx) => ctx.client.trusted || ctx.client.user !== null,
         onError: (err) => s.log.warn("DKIM signing failed; message sent unsigned", { error: err.message }),
       })

@@ -174,41 +174,63 @@ function txtRecord(domain: string, selector: string, kind: KeyKind, publicKey: K
   return { kind, selector: s, name: `${s}._domainkey.${domain}`, value: `v=DKIM1; k=${kind}; p=${p}` };
 }
 
-// Keys are looked up for every signed message; this cache makes that a few stat() calls. An
-// entry is reused while the selector file and the active key files are the very same files
-// (inode, size, change and modification times), so `mailraven dkim keygen` or `activate` on a
-// running relay takes effect with the next message, without a restart or a reload.
-const cache = new Map<string, { stamp: string; keys: DkimKeys }>();
+/** How long "this domain has no keys" is believed before the directory is looked at again. */
+const MISSING_TTL_MS = 5_000;
 
 /**
- * The signing keys of a domain (its active selector's), or null when the domain has no
- * directory, no selector file, or no key file for the selector. Exact domain only: mail from
- * a subdomain is signed only if the subdomain has keys of its own. Throws when a file exists
- * but cannot be read or parsed.
+ * Keys are looked up for every signed message; this cache makes that a few stat() calls. An
+ * entry is reused while the selector file and the active key files are the very same files
+ * (inode, size, change and modification times), so `mailraven dkim keygen` or `activate` on a
+ * running relay takes effect with the next message, without a restart or a reload. A domain
+ * without keys is remembered for a few seconds, so mail from unsigned domains costs no I/O.
+ * One cache lives in the relay's pipeline services.
  */
-export function loadKeys(dir: string, domain: string): DkimKeys | null {
-  const d = storeDomain(domain);
-  if (!d) return null;
-  const domainDir = join(dir, d);
-  const cacheKey = `${dir}\0${d}`;
-  const cached = cache.get(cacheKey);
-  if (cached && cached.stamp === stampOf(domainDir, cached.keys.selector)) return cached.keys;
+export class DkimKeyCache {
+  private readonly entries = new Map<string, { stamp: string; keys: DkimKeys }>();
+  private readonly missing = new Map<string, number>();
 
-  const selector = readSelector(domainDir);
-  if (selector === null) {
-    cache.delete(cacheKey);
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /**
+   * The signing keys of a domain (its active selector's), or null when the domain has no
+   * directory, no selector file, or no key file for the selector. Exact domain only: mail from
+   * a subdomain is signed only if the subdomain has keys of its own. Throws when a file exists
+   * but cannot be read or parsed.
+   */
+  load(dir: string, domain: string): DkimKeys | null {
+    const d = storeDomain(domain);
+    if (!d) return null;
+    const domainDir = join(dir, d);
+    const cacheKey = `${dir}\0${d}`;
+    const missingUntil = this.missing.get(cacheKey);
+    if (missingUntil !== undefined && missingUntil > this.now()) return null;
+    this.missing.delete(cacheKey);
+    const cached = this.entries.get(cacheKey);
+    if (cached && cached.stamp === stampOf(domainDir, cached.keys.selector)) return cached.keys;
+
+    const selector = readSelector(domainDir);
+    if (selector === null) return this.none(cacheKey);
+    // The stamp is taken before the files are read: a change while reading shows at the next call.
+    const stamp = stampOf(domainDir, selector);
+    if (!validSelector(selector)) throw new DkimKeyError(`${join(domainDir, SELECTOR_FILE)} names "${selector}", which is not a usable selector`);
+    const keys = readKeys(domainDir, d, selector);
+    if (keys.keys.length === 0) return this.none(cacheKey);
+    this.entries.set(cacheKey, { stamp, keys });
+    return keys;
+  }
+
+  private none(cacheKey: string): null {
+    this.entries.delete(cacheKey);
+    // Bounded: a flood of distinct From: domains must not grow this without end.
+    if (this.missing.size > 10_000) this.missing.clear();
+    this.missing.set(cacheKey, this.now() + MISSING_TTL_MS);
     return null;
   }
-  // The stamp is taken before the files are read: a change while reading shows at the next call.
-  const stamp = stampOf(domainDir, selector);
-  if (!validSelector(selector)) throw new DkimKeyError(`${join(domainDir, SELECTOR_FILE)} names "${selector}", which is not a usable selector`);
-  const keys = readKeys(domainDir, d, selector);
-  if (keys.keys.length === 0) {
-    cache.delete(cacheKey);
-    return null;
-  }
-  cache.set(cacheKey, { stamp, keys });
-  return keys;
+}
+
+/** An uncached lookup, for the command line and tests. */
+export function loadKeys(dir: string, domain: string): DkimKeys | null {
+  return new DkimKeyCache().load(dir, domain);
 }
 
 function stampOf(domainDir: string, selector: string): string {

@@ -165,7 +165,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
             hops: body.hops,
           };
           let verdict = await runStage(pipeline.data, ctx);
-          const edits = verdict.kind === "accept" ? await runContent(pipeline.content, { ...ctx, config, body }) : null;
+          const edits = verdict.kind === "accept" && pipeline.content.length ? await runContent(pipeline.content, { ...ctx, config, body }) : null;
           if (edits && edits.verdict.kind !== "accept") verdict = edits.verdict;
           if (verdict.kind !== "accept") {
             body.discard();

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { dkimCommand, defaultSelector, zoneLine } from "../../src/cli/dkim-cmd.ts";
 import { CliError } from "../../src/cli/admin-client.ts";
 import type { Config } from "../../src/config/types.ts";
-import { activateSelector, DkimKeyError, generateKeys, loadKeys, publishedRecords, storeDomain, validSelector } from "../../src/dkim/keys.ts";
+import { activateSelector, DkimKeyCache, DkimKeyError, generateKeys, loadKeys, publishedRecords, storeDomain, validSelector } from "../../src/dkim/keys.ts";
 
 let root: string;
 let dir: string;
@@ -140,6 +140,8 @@ describe("loadKeys", () => {
   });
 
   test("cached while the files stay the same; a keygen or an edit shows at the next lookup", () => {
+    const cache = new DkimKeyCache();
+    const loadKeys = (d: string, domain: string) => cache.load(d, domain);
     generateKeys(dir, "example.org", "s1", ["rsa"]);
     const first = loadKeys(dir, "example.org")!;
     expect(loadKeys(dir, "example.org")).toBe(first); // same object: served from the cache
@@ -163,6 +165,16 @@ describe("loadKeys", () => {
     // The keys removed: nothing to sign with.
     rmSync(join(dir, "example.org", "s2.ed25519.pem"));
     expect(loadKeys(dir, "example.org")).toBeNull();
+  });
+
+  test("a domain without keys is remembered for a few seconds, then looked at again", () => {
+    let t = 1_000_000;
+    const cache = new DkimKeyCache(() => t);
+    expect(cache.load(dir, "late.example")).toBeNull();
+    generateKeys(dir, "late.example", "s1", ["ed25519"]);
+    expect(cache.load(dir, "late.example")).toBeNull(); // still believed missing
+    t += 5_001;
+    expect(cache.load(dir, "late.example")!.selector).toBe("s1");
   });
 
   test("a broken key file is an error, not a silent null", () => {
