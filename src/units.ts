@@ -21,6 +21,13 @@ export function parseSize(input: string | number): number | undefined {
   return Math.floor(Number(m[1]) * unit);
 }
 
+/** A rate such as "100/1h": messages per window, at least one message. */
+export function parseRate(input: string): { messages: number; windowMs: number } | undefined {
+  const m = /^\s*(\d+)\s*\/\s*(\S+)\s*$/.exec(input);
+  const windowMs = m ? parseDuration(m[2]!) : undefined;
+  return m && windowMs && Number(m[1]) >= 1 ? { messages: Number(m[1]), windowMs } : undefined;
+}
+
 export function formatDuration(ms: number): string {
   for (const [unit, size] of [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1000]] as const) {
     if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;

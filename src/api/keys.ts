@@ -7,7 +7,11 @@ import { timingSafeEqual } from "node:crypto";
 import { join } from "node:path";
 import type { RateLimit } from "../config/types.ts";
 import { openDatabase } from "../sqlite.ts";
-import { parseDuration } from "../units.ts";
+import { parseRate as rateOf } from "../units.ts";
+
+export function parseRate(text: string): RateLimit | null {
+  return rateOf(text) ?? null;
+}
 
 export interface ApiKey {
   readonly id: string;
@@ -29,11 +33,6 @@ type Row = { id: string; name: string; secret_sha256: Uint8Array; domains: strin
 const sha256 = (s: string) => new Bun.CryptoHasher("sha256").update(s).digest();
 const b32 = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64url");
 
-export function parseRate(text: string): RateLimit | null {
-  const m = /^\s*(\d+)\s*\/\s*(\S+)\s*$/.exec(text);
-  const windowMs = m ? parseDuration(m[2]!) : undefined;
-  return m && windowMs && Number(m[1]) >= 1 ? { messages: Number(m[1]), windowMs } : null;
-}
 
 export class ApiKeyStore {
   private readonly q;

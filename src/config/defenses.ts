@@ -2,7 +2,7 @@
 // optional checks run at each stage in which order.
 
 import { parseCidr, type Cidr } from "../net/cidr.ts";
-import { parseDuration } from "../units.ts";
+import { parseRate } from "../units.ts";
 import { join, Reader, type Obj } from "./reader.ts";
 import type { AuthPolicy, DefensesConfig, DnsConfig, DnsblZone, PipelineConfig, RateLimit, ScannerTarget } from "./types.ts";
 
@@ -103,10 +103,8 @@ function rateLimits(r: Reader, value: unknown): DefensesConfig["rateLimits"] {
   const limit = (key: string): RateLimit | null => {
     const v = o[key];
     if (v === undefined || v === null || v === 0 || v === "off") return null;
-    const m = typeof v === "string" ? /^\s*(\d+)\s*\/\s*(\S+)\s*$/.exec(v) : null;
-    const windowMs = m ? parseDuration(m[2]!) : undefined;
-    if (!m || !windowMs || Number(m[1]) < 1) return r.fail(join(path, key), 'messages per window such as "100/1h" (or "off")', v) ?? null;
-    return { messages: Number(m[1]), windowMs };
+    const limit = typeof v === "string" ? parseRate(v) : undefined;
+    return limit ?? r.fail(join(path, key), 'messages per window such as "100/1h" (or "off")', v) ?? null;
   };
   return { perIp: limit("per_ip"), perSenderDomain: limit("per_sender_domain") };
 }

@@ -1,7 +1,7 @@
 // The submission section: authenticated mail from users on 587 (STARTTLS) and 465 (TLS).
 
 import { resolve } from "node:path";
-import { parseDuration } from "../units.ts";
+import { parseRate } from "../units.ts";
 import { join, Reader } from "./reader.ts";
 import type { ListenAddress, RateLimit, SubmissionConfig, TlsFiles } from "./types.ts";
 
@@ -45,8 +45,6 @@ export function parseSubmission(
 
 function rate(r: Reader, v: unknown, path: string): RateLimit | null {
   if (v === undefined || v === null || v === "off") return { messages: 1000, windowMs: 86_400_000 };
-  const m = typeof v === "string" ? /^\s*(\d+)\s*\/\s*(\S+)\s*$/.exec(v) : null;
-  const windowMs = m ? parseDuration(m[2]!) : undefined;
-  if (!m || !windowMs || Number(m[1]) < 1) return r.fail(path, 'messages per window such as "500/1d"', v) ?? null;
-  return { messages: Number(m[1]), windowMs };
+  const limit = typeof v === "string" ? parseRate(v) : undefined;
+  return limit ?? r.fail(path, 'messages per window such as "500/1d"', v) ?? null;
 }
