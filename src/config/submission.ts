@@ -44,7 +44,8 @@ export function parseSubmission(
 }
 
 function rate(r: Reader, v: unknown, path: string): RateLimit | null {
-  if (v === undefined || v === null || v === "off") return { messages: 1000, windowMs: 86_400_000 };
+  if (v === undefined || v === null) return { messages: 1000, windowMs: 86_400_000 };
+  if (v === "off") return null;
   const limit = typeof v === "string" ? parseRate(v) : undefined;
   return limit ?? r.fail(path, 'messages per window such as "500/1d"', v) ?? null;
 }

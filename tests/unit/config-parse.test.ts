@@ -341,3 +341,13 @@ describe("the returned config is frozen", () => {
     expect([...c.relay.domains.keys()]).toEqual(["example.org"]);
   });
 });
+
+describe("submission.rate_limit", () => {
+  const cert = { cert_file: "/c.pem", key_file: "/k.pem" };
+  const sub = (rate: unknown) => parseConfig({ submission: { certificates: [cert], ...(rate === undefined ? {} : { rate_limit: rate }) } }, { cwd: "/etc/mailraven" }).submission!;
+  test("defaults to 1000 a day, takes a rate, and 'off' turns it off", () => {
+    expect(sub(undefined).rateLimit).toEqual({ messages: 1000, windowMs: 86_400_000 });
+    expect(sub("50/1h").rateLimit).toEqual({ messages: 50, windowMs: 3_600_000 });
+    expect(sub("off").rateLimit).toBeNull();
+  });
+});
