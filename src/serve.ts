@@ -141,7 +141,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   if (config.acme && !acmeAtStart) {
     // Not waiting for the CA: mail keeps arriving on port 25 meanwhile. Nothing ever falls back
     // to smtp-server's built-in certificate, whose key is public.
-    log.warn("acme: no certificate yet; until it arrives the MX port offers no STARTTLS and the submission ports refuse connections", { hostnames: config.acme.hostnames });
+    log.warn("acme: no certificate yet; until it arrives the MX port refuses STARTTLS (454) and the submission ports refuse connections", { hostnames: config.acme.hostnames });
   }
   acme.start();
 
