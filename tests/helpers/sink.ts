@@ -21,6 +21,8 @@ export interface SinkBehaviour {
   rcpt?: (address: string, attempt: number) => { code: number; message: string } | undefined;
   /** Reply after DATA; undefined accepts. */
   data?: (msg: Received, attempt: number) => { code: number; message: string } | undefined;
+  /** Awaited after the message's last byte, before the reply to DATA: a slow or hung next hop. */
+  hold?: (msg: Received, attempt: number) => Promise<void> | void;
   /** Speak LMTP; with it, the reply after DATA for each recipient (undefined accepts). */
   lmtp?: (address: string, attempt: number) => { code: number; message: string } | undefined;
 }
@@ -34,6 +36,8 @@ class ReplyErr extends Error {
 export class Sink {
   readonly messages: Received[] = [];
   readonly errors: Error[] = [];
+  /** Every message whose data arrived, whatever the reply (also those still held). */
+  readonly dataStarted: Received[] = [];
   private rcptAttempts = new Map<string, number>();
   private dataAttempts = 0;
   private connections = 0;
@@ -77,7 +81,7 @@ export class Sink {
       onData: (stream, session, cb) => {
         const chunks: Buffer[] = [];
         stream.on("data", (c: Buffer) => chunks.push(c));
-        stream.on("end", () => {
+        stream.on("end", async () => {
           const msg: Received = {
             from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
             to: session.envelope.rcptTo.map((r) => r.address),
@@ -85,6 +89,8 @@ export class Sink {
             tls: session.secure ? ((session.tlsOptions as { version?: string } | false) || { version: "TLS" }).version ?? "TLS" : null,
           };
           const attempt = ++this.dataAttempts;
+          this.dataStarted.push(msg);
+          await this.behaviour.hold?.(msg, attempt);
           const lmtp = this.behaviour.lmtp;
           if (lmtp) {
             const replies = msg.to.map((rcpt) => lmtp(rcpt, attempt));
