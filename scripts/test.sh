@@ -2,9 +2,9 @@
 # `npm test`: install what the tests need, then type-check, build and run every test.
 # Needs: npm packages (Bun comes from npm), and Debian's swaks, postfix (for smtp-source),
 # openssl, dnsmasq (the tests' DNS server), spamd, clamd, apparmor_parser, curl, pebble
-# (Let's Encrypt's ACME test server) and strace (the fsync-order test traces the relay); missing Debian packages are installed with apt-get (as
-# root, or with sudo). None of their services is started by the install; the tests run their
-# own instances on loopback.
+# (Let's Encrypt's ACME test server) and strace (the fsync-order test traces the relay);
+# missing Debian packages are installed with apt-get (as root, or with sudo). None of their
+# services is started by the install; the tests run their own instances on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
