@@ -72,7 +72,7 @@ beforeAll(async () => {
   rootCa = join(workDir, "pebble-root.pem");
   writeFileSync(rootCa, await res.text());
   sink = await Sink.start();
-});
+}, 60_000);
 
 afterAll(async () => {
   for (const r of relays) if (r.proc.exitCode === null) await r.stop();
@@ -80,7 +80,7 @@ afterAll(async () => {
   await pebble?.stop();
   await dns?.stop();
   await sink?.close();
-});
+}, 60_000);
 
 describe("ACME certificates from Pebble", () => {
   let relay: Relay;

@@ -17,12 +17,12 @@ beforeAll(async () => {
   relay = await Relay.start({
     config: { relay: { domains: { "dest.test": sink.route, "held.test": sink.route, "origin.test": sink.route } }, queue: { retry_schedule: ["1h", "1h", "1h", "1h", "1h"] } },
   });
-});
+}, 60_000);
 afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await sink.close();
-});
+}, 60_000);
 
 async function send(from: string, to: string[], subject: string): Promise<string> {
   const { talk } = await SmtpTalk.open(relay.port);
@@ -112,7 +112,7 @@ describe("queue control", () => {
   beforeAll(async () => {
     held = await send("alice@origin.test", ["carol@held.test"], "held one");
     await waitFor(() => relay.logs.some((l) => l.msg === "delivery attempt" && l.queue_id === held), 10_000, "the first attempt");
-  });
+  }, 60_000);
 
   test("list, filter and page", async () => {
     const all = await json(await relay.admin("GET", "/admin/queue"));

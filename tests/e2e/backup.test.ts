@@ -13,7 +13,7 @@ import { run as exec } from "../helpers/run.ts";
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
-});
+}, 60_000);
 
 const run = (cmd: string[]) => exec(cmd);
 

@@ -12,7 +12,7 @@ import { SmtpTalk } from "../helpers/smtp-talk.ts";
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
-});
+}, 60_000);
 
 async function startSink(behaviour = {}) {
   const sink = await Sink.start(behaviour);

@@ -104,7 +104,7 @@ afterAll(async () => {
   relay?.cleanup();
   await sink?.close();
   rmSync(dir, { recursive: true, force: true });
-});
+}, 60_000);
 
 /** The write of "250 ... queued as ID" to the client's socket. */
 function reply(id: string): Call {

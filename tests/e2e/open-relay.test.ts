@@ -26,7 +26,7 @@ afterAll(async () => {
   }
   await sink?.close();
   await internet?.close();
-});
+}, 60_000);
 
 /** MAIL, RCPT, and then DATA with a message whatever RCPT said: the RCPT reply and the end-of-data reply (or DATA's refusal). */
 async function rcpt(address: string, from = "127.0.0.1", target = relay) {

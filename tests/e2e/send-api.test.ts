@@ -33,12 +33,12 @@ beforeAll(async () => {
   token = (JSON.parse(add.out) as { token: string }).token;
   expect(token).toMatch(/^mrk_[\w-]{8}_[\w-]{43}$/);
   limitedToken = (JSON.parse((await cli("apikey", "add", "limited", "--domain", "corp.test", "--rate", "1/1h", "--json")).out) as { token: string }).token;
-});
+}, 60_000);
 afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await sink.close();
-});
+}, 60_000);
 
 describe("POST /api/v1/messages", () => {
   test("a JSON message with cc, bcc and an attachment is queued (202) and delivered; Bcc is not in the headers", async () => {

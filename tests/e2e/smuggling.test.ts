@@ -12,12 +12,12 @@ let relay: Relay;
 beforeAll(async () => {
   sink = await Sink.start();
   relay = await Relay.start({ config: { relay: { domains: { "dest.test": sink.route }, relay_networks: ["127.0.0.2/32"] } } });
-});
+}, 60_000);
 afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await sink.close();
-});
+}, 60_000);
 
 const smuggled = "MAIL FROM:<ceo@dest.test>\r\nRCPT TO:<victim@dest.test>\r\nDATA\r\nFrom: ceo@dest.test\r\nSubject: smuggled\r\n\r\npay now\r\n";
 const variants: Record<string, string> = {

@@ -13,7 +13,7 @@ import { SmtpTalk } from "../helpers/smtp-talk.ts";
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
-});
+}, 60_000);
 
 /** A message whose every line names its token: ~40 KiB, ten times queue.inline_max_size. */
 const messageFor = (token: string) => `X-Token: ${token}\r\nSubject: spooled ${token}\r\n\r\n${`${token} ${"x".repeat(60)}\r\n`.repeat(600)}`;

@@ -35,7 +35,7 @@ afterAll(async () => {
   await relay?.stop();
   relay?.cleanup();
   await sink?.close();
-});
+}, 60_000);
 
 /** An authenticated session on 587 (STARTTLS first) or 465. */
 async function authenticated(mode: "submission" | "smtps"): Promise<SmtpTalk> {
