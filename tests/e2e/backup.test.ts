@@ -43,6 +43,8 @@ describe("hot backup and restore", () => {
     // enough to live in a spool file.
     let stop = false;
     let sent = 0;
+    /** Queue ids of the messages answered with 250, in order. */
+    const acked: string[] = [];
     const load = Promise.all(
       Array.from({ length: 4 }, async (_, s) => {
         const { talk } = await SmtpTalk.open(relay.port);
@@ -50,12 +52,17 @@ describe("hot backup and restore", () => {
         for (let i = 0; !stop && i < 2000; i++) {
           const big = i % 3 === 0 ? "x".repeat(76) + "\r\n" : "";
           const r = await talk.transaction(`s${s}@origin.test`, ["bob@dest.test"], `Subject: ${s}-${i}\r\n\r\n${big.repeat(60)}body\r\n`);
-          if (r.code === 250) sent++;
+          if (r.code === 250) {
+            sent++;
+            acked.push(r.text.slice(-16));
+          }
         }
         talk.close();
       }),
     );
     await waitFor(() => sent >= 200, 30_000, "200 messages queued");
+    // Everything acknowledged before the backup was asked for must be in it.
+    const ackedBefore = [...acked];
     const [first, second] = await Promise.all([relay.admin("POST", "/admin/backup"), Bun.sleep(5).then(() => relay.admin("POST", "/admin/backup"))]);
     expect(first.status).toBe(200);
     expect(second.status).toBe(409);
@@ -72,6 +79,8 @@ describe("hot backup and restore", () => {
     const inBackup = idsInBackup(result.path);
     expect(inBackup.length).toBe(result.messages);
     expect(inBackup.length).toBeGreaterThanOrEqual(200);
+    const inBackupSet = new Set(inBackup);
+    expect(ackedBefore.filter((id) => !inBackupSet.has(id))).toEqual([]);
     expect(result.spool_files).toBeGreaterThan(0);
     expect(readdirSync(join(result.path, "spool")).length).toBe(result.spool_files);
     await relay.stop();
