@@ -83,6 +83,16 @@ describe("hot backup and restore", () => {
     expect(ackedBefore.filter((id) => !inBackupSet.has(id))).toEqual([]);
     expect(result.spool_files).toBeGreaterThan(0);
     expect(readdirSync(join(result.path, "spool")).length).toBe(result.spool_files);
+
+    // Quiet now, and the next hop still defers everything: a second backup holds exactly the
+    // acknowledged messages, none missing (the newest included) and none made up.
+    const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, "").slice(0, 15);
+    await waitFor(() => !result.path.endsWith(stamp(new Date()) + "Z"), 2000, "the next second (backup names have one-second resolution)");
+    const quiet = await relay.admin("POST", "/admin/backup");
+    expect(quiet.status).toBe(200);
+    const quietIds = idsInBackup(((await quiet.json()) as { path: string }).path);
+    expect(quietIds.length).toBe(acked.length);
+    expect(new Set(quietIds)).toEqual(new Set(acked));
     await relay.stop();
 
     // Restore into a new state directory and let the next hop accept.
