@@ -91,7 +91,7 @@ if [ "$baseline" = 1 ]; then
   for p in "${patches[@]}"; do
     for t in $(tests_of "$p"); do
       [ -n "${base[$t]:-}" ] && continue
-      if (cd "$tree" && timeout 900 bun test "$t" >"$logs/baseline-$(basename "$t").log" 2>&1); then base[$t]=pass; else base[$t]=fail; fi
+      if (cd "$tree" && timeout 900 bun test --timeout 60000 "$t" >"$logs/baseline-$(basename "$t").log" 2>&1); then base[$t]=pass; else base[$t]=fail; fi
       echo "   $t: ${base[$t]}"
     done
   done
@@ -114,7 +114,7 @@ mutate_one() {
   if ! (cd "$tree" && git apply --verbose "$root/$patch") >"$log" 2>&1; then result does-not-apply "$(grep -m1 -E 'error|failed' "$log" || true)"; return; fi
   if ! (cd "$tree" && npm run --silent build) >>"$log" 2>&1; then result does-not-build "see the log"; return; fi
   # shellcheck disable=SC2086
-  if (cd "$tree" && timeout 1200 bun test $tests) >>"$log" 2>&1; then
+  if (cd "$tree" && timeout 1200 bun test --timeout 60000 $tests) >>"$log" 2>&1; then
     verdict=SURVIVED
     detail="all listed tests passed"
   else

@@ -39,7 +39,8 @@ echo "== build";      npm run --silent build
 echo "== tests"
 report=$(mktemp)
 status=0
-bun test --reporter=junit --reporter-outfile="$report" "$@" || status=$?
+# --timeout: tests start real daemons and the compiled binary (bunfig.toml cannot set it).
+bun test --timeout 60000 --reporter=junit --reporter-outfile="$report" "$@" || status=$?
 # A closing line CI can read whatever the runner: "N passed, N failed".
 node -e '
   const x = require("fs").readFileSync(process.argv[1], "utf8");

@@ -124,7 +124,7 @@ describe("ACME certificates from Pebble", () => {
     expect(relay.count("acme order started")).toBe(0);
     expect(relay.logs.find((l) => l.msg.startsWith("acme: no certificate yet"))).toBeUndefined();
     expect(pebble.orders()).toBe(orders);
-  });
+  }, 60_000);
 
   test("renewal at half-life swaps the new certificate into the running listeners; sessions in progress go on", async () => {
     const { talk } = await SmtpTalk.open(relay.port);
@@ -160,7 +160,7 @@ describe("ACME certificates from Pebble", () => {
     expect(after.leaf.subject).not.toContain("CN=localhost");
     expect(after.output).toContain("Verify return code: 0 (ok)");
     expect(after.leaf.serialNumber === before || relay.count("acme certificate installed in the listeners") > installs).toBe(true);
-  });
+  }, 60_000);
 });
 
 describe("ACME failures never stop the relay", () => {
@@ -196,7 +196,7 @@ describe("ACME failures never stop the relay", () => {
     });
     expect(closedWithoutData).toBe(true);
     expect(relay.proc.exitCode).toBeNull();
-  });
+  }, 60_000);
 
   test("the CA's certificate is verified: without ca_file Pebble is not trusted and the order fails before it starts", async () => {
     const orders = pebble.orders();
@@ -205,5 +205,5 @@ describe("ACME failures never stop the relay", () => {
     expect(String(failed.error)).toMatch(/certificate|CERT/i);
     expect(pebble.orders()).toBe(orders);
     expect(relay.proc.exitCode).toBeNull();
-  });
+  }, 60_000);
 });
