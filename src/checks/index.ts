@@ -134,7 +134,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
           onError: (err) => s.log.warn("sender authentication failed; accepted without a verdict", { error: err.message }),
         });
         // Our own servers' and users' outbound mail is not checked against its senders' SPF and DMARC.
-        return [async (ctx) => (ctx.client.trusted || ctx.client.user !== null ? { verdict: ACCEPT } : check(ctx))];
+        return [async (ctx) => (ctx.client.trusted || ctx.client.allowlisted || ctx.client.user !== null ? { verdict: ACCEPT } : check(ctx))];
       }
       case "clamd":
         return [

@@ -12,6 +12,8 @@ export interface ClientInfo {
   readonly secure: boolean;
   /** The client is inside relay_networks and may relay to any domain. */
   readonly trusted: boolean;
+  /** In defenses.allowlist: spared the defenses as relay_networks are (rate limits, greylisting, sender authentication), without their relaying rights. */
+  readonly allowlisted?: boolean;
   /** The authenticated submission user, or null. */
   readonly user: string | null;
 }

@@ -59,6 +59,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
     helo: s.hostNameAppearsAs || "",
     secure: s.secure,
     trusted: anyContains(config.relay.relayNetworks, s.remoteAddress),
+    allowlisted: anyContains(config.defenses.allowlist, s.remoteAddress),
     user: typeof s.user === "string" ? s.user : null,
   });
 
