@@ -22,7 +22,8 @@
 #   no-tests        the patch has no "# tests:" line
 #
 # Options: -j 2 runs two patches at a time (each in its own scratch copy; the machine has 2
-# cores, more only slows every test down); -b first runs each listed test file once on the
+# cores, more only slows every test down; two patches whose tests bind the same fixed port,
+# such as npm-start's 2525 or mx-delivery's 127.0.0.N:25, must not run together); -b first runs each listed test file once on the
 # unpatched copy, so a test that fails anyway is reported ("baseline-fails") rather than
 # counted as catching; -k keeps the scratch copies. Logs go to a temp directory named at the end.
 # Exit status: 0 when every patch is caught, 1 otherwise, 2 on a usage error.
