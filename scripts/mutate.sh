@@ -22,10 +22,11 @@
 #   no-tests        the patch has no "# tests:" line
 #
 # Options: -j 2 runs two patches at a time (each in its own scratch copy; the machine has 2
-# cores, more only slows every test down; two patches whose tests bind the same fixed port,
-# such as npm-start's 2525 or mx-delivery's 127.0.0.N:25, must not run together); -b first runs each listed test file once on the
-# unpatched copy, so a test that fails anyway is reported ("baseline-fails") rather than
-# counted as catching; -k keeps the scratch copies. Logs go to a temp directory named at the end.
+# cores, more only slows every test down; patches whose tests bind the same fixed port, such
+# as npm-start's 2525 or mx-delivery's 127.0.0.N:25, must not run together); -b first runs
+# each listed test file once on the unpatched copy, so a test that fails anyway is reported
+# ("baseline-fails") rather than counted as catching; -k keeps the scratch copies. Logs go to
+# a temp directory named at the end.
 # Exit status: 0 when every patch is caught, 1 otherwise, 2 on a usage error.
 #
 # Not part of `npm test` (one build and one test run per patch: minutes each). Run it before
@@ -114,10 +115,15 @@ mutate_one() {
   scratch_copy "$tree"
   if ! (cd "$tree" && git apply --verbose "$root/$patch") >"$log" 2>&1; then result does-not-apply "$(grep -m1 -E 'error|failed' "$log" || true)"; return; fi
   if ! (cd "$tree" && npm run --silent build) >>"$log" 2>&1; then result does-not-build "see the log"; return; fi
+  local rc=0
   # shellcheck disable=SC2086
-  if (cd "$tree" && timeout 1200 bun test --timeout 60000 $tests) >>"$log" 2>&1; then
+  (cd "$tree" && timeout 1200 bun test --timeout 60000 $tests) >>"$log" 2>&1 || rc=$?
+  if [ "$rc" = 0 ]; then
     verdict=SURVIVED
     detail="all listed tests passed"
+  elif [ "$rc" = 124 ]; then
+    verdict=caught
+    detail="the test run hung and was stopped after 20 minutes"
   else
     verdict=caught
     detail=$(grep -E '^\(fail\)' "$log" | sed -E 's/^\(fail\) //; s/ \[[0-9.]+m?s\]$//' | head -3 | paste -sd '|' - | sed 's/|/; /g' || true)
