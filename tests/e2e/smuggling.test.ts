@@ -2,7 +2,8 @@
 // into two, here or at the next hop. The whole message is refused and nothing is queued.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { queueCounts, Relay, waitFor } from "../helpers/relay.ts";
+import { CANARY_SENDER, canaryThrough } from "../helpers/canary.ts";
+import { queueCounts, Relay } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
 
@@ -46,13 +47,8 @@ describe("bare line endings in DATA", () => {
   }
 
   test("the next hop received nothing: a canary sent after the attempts arrives alone, and the queue is empty", async () => {
-    const { talk } = await SmtpTalk.open(relay.port);
-    await talk.send("EHLO client.test");
-    expect((await talk.transaction("canary@origin.test", ["bob@dest.test"], "Subject: canary\r\n\r\nafter the attempts\r\n")).code).toBe(250);
-    talk.close();
-    await waitFor(() => sink.messages.some((m) => m.from === "canary@origin.test"), 10_000, "the canary at the next hop");
-    await waitFor(() => queueCounts(relay.dir).messages === 0, 10_000, "an empty queue");
-    expect(sink.messages.map((m) => m.from)).toEqual(["canary@origin.test"]);
+    await canaryThrough(relay, sink);
+    expect(sink.messages.map((m) => m.from)).toEqual([CANARY_SENDER]);
   });
 
   test("a clean message with dot-stuffed lines still passes", async () => {
