@@ -66,8 +66,13 @@ describe("size: smtp.max_message_size applies to the API", () => {
     await refused(await raw(sized(LIMIT + 1024)), 413, "too_large");
   }, 30_000);
 
-  test("a JSON message whose text makes it too large: 413 too_large", async () => {
+  test("a JSON text field over the limit: 413 too_large", async () => {
     await refused(await json({ from: "ops@corp.test", to: ["bob@dest.test"], subject: "big", text: "y".repeat(LIMIT + 1024) }), 413, "too_large");
+  }, 30_000);
+
+  test("JSON fields each under the limit that make a message over it: 413 too_large", async () => {
+    const half = "w ".repeat(LIMIT / 4 + 512); // text and html, each a bit over half the limit
+    await refused(await json({ from: "ops@corp.test", to: ["bob@dest.test"], subject: "big", text: half, html: `<p>${half}</p>` }), 413, "too_large");
   }, 30_000);
 
   test("a request far over the limit: 413, nothing queued", async () => {
