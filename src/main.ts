@@ -15,7 +15,7 @@ import { UserError } from "./users/store.ts";
 import { effectiveConfig } from "./config/display.ts";
 import { DEFAULT_CONFIG_PATH, loadConfig, type ConfigSource } from "./config/load.ts";
 import { ConfigErrors } from "./config/reader.ts";
-import { createLogger, type Logger } from "./log.ts";
+import { createLogger, isJournalStream, stdoutWriter, type Logger } from "./log.ts";
 import { serve } from "./serve.ts";
 import { runSink } from "./sink.ts";
 
@@ -124,7 +124,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case "serve": {
       const config = loadConfig(source);
-      const log = createLogger(config.logLevel);
+      const log = createLogger(config.logLevel, stdoutWriter(process.env.JOURNAL_STREAM));
       installCrashGuards(log);
       const running = await serve(config, log, VERSION, { reloadConfig: () => loadConfig(source), configArgs });
       process.on("SIGHUP", () => running.reload());
@@ -168,7 +168,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "sink": {
-      const log = createLogger("info");
+      const log = createLogger("info", stdoutWriter(process.env.JOURNAL_STREAM));
       const [host, port] = splitHostPort(v.listen ?? "127.0.0.1:2526");
       const server = await runSink(host, port, resolve(v.dir ?? "data/sink"), log);
       await new Promise<void>((done) => {
@@ -196,15 +196,20 @@ function installCrashGuards(log: Logger): void {
   process.on("unhandledRejection", (err) => log.error("unhandled rejection", { error: err }));
 }
 
+/** On the journal, every line of a failure to start is filed as an error (see log.ts). */
+function writeError(text: string): void {
+  process.stderr.write(isJournalStream(process.env.JOURNAL_STREAM, 2) ? text.replace(/^(?=.)/gm, "<3>") : text);
+}
+
 /** Expected failures get one clear line and their own exit status; anything else its stack. */
 function exitStatus(err: unknown): number {
   const e = err as Error;
   if (err instanceof ConfigErrors) {
-    process.stderr.write(`mailraven: ${e.message}\n`);
+    writeError(`mailraven: ${e.message}\n`);
     return 78;
   }
   const expected = err instanceof CliError || err instanceof RestoreError || err instanceof BackupError || err instanceof UserError || err instanceof ApiKeyError || /^(cannot listen|another mailraven)/.test(e.message ?? "");
-  process.stderr.write(`mailraven: ${expected ? e.message : (e.stack ?? e)}\n`);
+  writeError(`mailraven: ${expected ? e.message : (e.stack ?? e)}\n`);
   return 1;
 }
 
