@@ -34,6 +34,7 @@ export function createMetrics() {
       buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 900, 3600, 14400, 86400],
       registers: r,
     }),
+    deliveryNoRoute: new Counter({ name: "mailraven_delivery_no_route_total", help: "Queued recipients deferred because their domain no longer has a route (a reload removed it)", registers: r }),
     bouncesQueued: new Counter({ name: "mailraven_bounces_total", help: "Delivery status notifications queued to senders", registers: r }),
     backups: new Counter({ name: "mailraven_backups_total", help: "Backups by outcome", labelNames: ["outcome"], registers: r }),
     backupLastDuration: new Gauge({ name: "mailraven_backup_last_duration_seconds", help: "Duration of the last successful backup", registers: r }),
