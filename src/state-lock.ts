@@ -7,7 +7,7 @@
 // error messages); it is never trusted on its own.
 
 import { Database } from "bun:sqlite";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export interface StateLock {
@@ -86,7 +86,11 @@ export function acquireStateLock(stateDir: string): StateLock {
   const db = tryLock(path);
   if (db === null) throw new StateLocked(stateDir, recordedPid(stateDir));
   const pidPath = join(stateDir, PID_FILE);
-  writeFileSync(pidPath, `${process.pid}\n`, { mode: 0o600 });
+  // Written beside and renamed over: a reader never sees half a number, and a stale file we
+  // may not write (left by another user) is replaced all the same.
+  const tmp = `${pidPath}.${process.pid}`;
+  writeFileSync(tmp, `${process.pid}\n`, { mode: 0o600 });
+  renameSync(tmp, pidPath);
   held.add(db);
   return {
     release() {
