@@ -2,9 +2,10 @@
 # `npm test`: install what the tests need, then type-check, build and run every test.
 # Needs: npm packages (Bun comes from npm), and Debian's swaks, postfix (for smtp-source),
 # openssl, dnsmasq (the tests' DNS server), spamd, clamd, apparmor_parser, curl and pebble
-# (Let's Encrypt's ACME test server); missing Debian packages are installed with apt-get (as
-# root, or with sudo). None of their services is started by the install; the tests run their
-# own instances on loopback.
+# (Let's Encrypt's ACME test server), and for the system test (tests/system: a Debian root
+# booted with systemd, run as root only) debootstrap and systemd-nspawn; missing Debian
+# packages are installed with apt-get (as root, or with sudo). None of their services is
+# started by the install; the tests run their own instances on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ command -v /usr/sbin/apparmor_parser >/dev/null || need+=(apparmor)
 command -v /usr/sbin/dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v curl >/dev/null || need+=(curl)
 command -v pebble >/dev/null || need+=(pebble)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
