@@ -41,7 +41,9 @@ echo "== build";      npm run --silent build
 echo "== tests"
 report=$(mktemp)
 status=0
-bun test --reporter=junit --reporter-outfile="$report" "$@" || status=$?
+# --timeout: Bun 1.4 ignores bunfig's [test] timeout, and its 5 s default also cuts off
+# beforeAll hooks that start spamd, clamd or a relay on a busy first run.
+bun test --timeout 60000 --reporter=junit --reporter-outfile="$report" "$@" || status=$?
 # A closing line CI can read whatever the runner: "N passed, N failed".
 node -e '
   const x = require("fs").readFileSync(process.argv[1], "utf8");

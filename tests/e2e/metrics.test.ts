@@ -51,7 +51,7 @@ afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await Promise.all([sink.close(), hole.stop()]);
-});
+}, 30_000);
 
 describe("/metrics", () => {
   test("mailraven_build_info names the running version, with 1", async () => {

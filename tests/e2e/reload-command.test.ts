@@ -36,7 +36,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await relay.stop();
   relay.cleanup();
-});
+}, 30_000);
 
 describe("mailraven reload", () => {
   test("finds the relay through the state directory's lock, signals it, and the new limits apply", async () => {

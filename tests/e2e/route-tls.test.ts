@@ -48,7 +48,7 @@ afterAll(async () => {
   relay.cleanup();
   await Promise.all([trusted.close(), selfish.close(), plain.close()]);
   rmSync(caDir, { recursive: true, force: true });
-});
+}, 30_000);
 
 /** Sends one message to `rcpt` and returns the relay's log line for its first delivery attempt. */
 async function deliver(rcpt: string): Promise<LogLine> {

@@ -36,7 +36,7 @@ afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await sink.close();
-});
+}, 30_000);
 
 test("queued mail whose route was removed by a reload is deferred and counted, not bounced, and goes out when the route is back", async () => {
   const { talk } = await SmtpTalk.open(relay.port);
