@@ -62,13 +62,13 @@ async function deliver(rcpt: string): Promise<LogLine> {
 }
 
 const received = (sink: Sink, rcpt: string) => sink.messages.filter((m) => m.to.includes(rcpt));
+const arrived = (sink: Sink, rcpt: string) => waitFor(() => received(sink, rcpt)[0], 10_000, `delivery to ${rcpt}`);
 
 describe("?tls= on configured routes", () => {
   test("verify: a certificate from a trusted CA for the next hop's address is accepted; the mail goes over TLS", async () => {
     const line = await deliver("ann@verify.test");
     expect(line.delivered).toBe(1);
-    const [m] = await waitFor(() => (received(trusted, "ann@verify.test").length ? received(trusted, "ann@verify.test") : null), 10_000, "delivery");
-    expect(m!.tls).toMatch(/^TLSv1\.[23]$/);
+    expect((await arrived(trusted, "ann@verify.test")).tls).toMatch(/^TLSv1\.[23]$/);
   }, 30_000);
 
   test("verify: a self-signed certificate is refused with 4.7.5 and the mail waits (never sent in clear)", async () => {
@@ -88,15 +88,13 @@ describe("?tls= on configured routes", () => {
   test("required in the mapping form (route: plus a domain policy): the self-signed hop is fine, encrypted", async () => {
     const line = await deliver("dan@mapped.test");
     expect(line.delivered).toBe(1);
-    const [m] = await waitFor(() => (received(selfish, "dan@mapped.test").length ? received(selfish, "dan@mapped.test") : null), 10_000, "delivery");
-    expect(m!.tls).not.toBeNull();
+    expect((await arrived(selfish, "dan@mapped.test")).tls).not.toBeNull();
   }, 30_000);
 
   test("none: never STARTTLS, even where it is offered", async () => {
     const line = await deliver("eve@none.test");
     expect(line.delivered).toBe(1);
-    const [m] = await waitFor(() => (received(trusted, "eve@none.test").length ? received(trusted, "eve@none.test") : null), 10_000, "delivery");
-    expect(m!.tls).toBeNull();
+    expect((await arrived(trusted, "eve@none.test")).tls).toBeNull();
   }, 30_000);
 
   test("no ?tls=: opportunistic as before, so a hop without STARTTLS still gets the mail", async () => {
