@@ -8,10 +8,10 @@ import type { LogLevel } from "../log.ts";
 import { parseDuration } from "../units.ts";
 import { readFileSync } from "node:fs";
 import { ConfigErrors, join, Reader, type Obj, type SecretSources } from "./reader.ts";
-import type { AdminConfig, AuthPolicy, Config, ListenAddress, Route, TlsFiles } from "./types.ts";
+import type { AdminConfig, AuthPolicy, Config, ListenAddress, Route, TlsFiles, TlsPolicy } from "./types.ts";
 import { authPolicy, DEFAULT_AUTH_POLICY, parseDefenses, parseDns, parsePipeline } from "./defenses.ts";
 import { systemServers } from "../dns/resolver.ts";
-import { parseOutbound } from "./outbound.ts";
+import { parseOutbound, TLS_POLICIES } from "./outbound.ts";
 import { parseSubmission } from "./submission.ts";
 import { checkAcmePrecedence, parseAcme } from "./acme.ts";
 
@@ -213,11 +213,17 @@ function domains(r: Reader, relay: Obj, policies: Map<string, Partial<AuthPolicy
 }
 
 function route(r: Reader, value: unknown, path: string): Route | null {
-  const m = typeof value === "string" ? /^(smtp|lmtp):\/\/([^/]+?)\/?$/i.exec(value.trim()) : null;
+  const m = typeof value === "string" ? /^(smtp|lmtp):\/\/([^/?]+?)\/?(?:\?(.*))?$/i.exec(value.trim()) : null;
   const protocol = m?.[1]!.toLowerCase() as "smtp" | "lmtp" | undefined;
   const hp = m ? parseHostPort(m[2]!) : undefined;
   if (!protocol || !hp || hp.port === 0) return r.fail(path, 'a route such as "smtp://10.0.0.5:25" or "lmtp://[2001:db8::5]:24"', value) ?? null;
-  return { protocol, host: hp.host, port: hp.port ?? DEFAULT_PORTS[protocol], uri: `${protocol}://${m![2]}` };
+  // ?tls=: STARTTLS towards this next hop, as outbound.tls_policy says it for MX hosts.
+  const query = new URLSearchParams(m![3] ?? "");
+  const unknown = [...query.keys()].find((k) => k !== "tls");
+  if (unknown !== undefined) return r.fail(path, `a route whose only option is ?tls=${TLS_POLICIES.join("|")} (found "${unknown}")`, value) ?? null;
+  const tls = query.get("tls") ?? undefined;
+  if (tls !== undefined && !(TLS_POLICIES as readonly string[]).includes(tls)) return r.fail(path, `?tls= one of ${TLS_POLICIES.join(", ")}`, value) ?? null;
+  return { protocol, host: hp.host, port: hp.port ?? DEFAULT_PORTS[protocol], uri: `${protocol}://${m![2]}${tls ? `?tls=${tls}` : ""}`, ...(tls ? { tls: tls as TlsPolicy } : {}) };
 }
 
 function cidrs(r: Reader, obj: Obj, key: string, path: string, fallback: string[]): Cidr[] {

@@ -11,6 +11,8 @@ export interface Route {
   readonly port: number;
   /** As written in the config, used as the route's name in logs and the queue. */
   readonly uri: string;
+  /** STARTTLS towards a configured route (?tls=); opportunistic when not given. MX routes follow outbound.tls_policy. */
+  readonly tls?: TlsPolicy;
 }
 
 export interface ListenAddress {

@@ -280,13 +280,20 @@ export class DeliveryWorker {
     });
   }
 
+  /**
+   * Every queued recipient had a route when it was accepted, so none now means a reload took
+   * it away, most likely by mistake (a typo in relay.domains): the mail waits on the retry
+   * schedule for the route to come back instead of bouncing at once.
+   */
   private async failNoRoute(recipients: DueRecipient[]): Promise<void> {
     for (const r of recipients) this.inFlight.add(r.rowId);
     const byMessage = Map.groupBy(recipients, (r) => r.messageId);
     try {
       for (const [messageId, list] of byMessage) {
-        const route = { protocol: "smtp", host: "", port: 0, uri: "" } as const;
-        await this.record({ messageId, route, recipients: list }, list.map(() => ({ kind: "permanent", response: "5.4.4 No route to the recipient's domain" })));
+        const route = { protocol: "smtp", host: "", port: 0, uri: "none" } as const;
+        this.deps.metrics.deliveryNoRoute.inc(list.length);
+        this.deps.log.error("no route for queued mail (removed from the configuration?): deferred, not bounced", { queue_id: messageId, rcpt: list.map((r) => r.address), attempts: list[0]!.attempts + 1 });
+        await this.record({ messageId, route, recipients: list }, list.map(() => ({ kind: "temporary", response: "4.4.4 No route to the recipient's domain in the configuration" })));
       }
     } finally {
       for (const r of recipients) this.inFlight.delete(r.rowId);

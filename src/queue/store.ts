@@ -360,6 +360,11 @@ export class QueueStore {
     return this.q.depth.get()!;
   }
 
+  /** When the oldest queued message arrived, or null when the queue is empty. Ids grow with time, so this reads one index entry. */
+  oldestReceivedAt(): number | null {
+    return this.db.query<{ t: number }, []>("SELECT received_at AS t FROM messages ORDER BY id LIMIT 1").get()?.t ?? null;
+  }
+
   close(): void {
     this.commits.flush();
     this.db.close();

@@ -301,6 +301,20 @@ describe("relay domains and routes", () => {
     expect(parse({ ...base, relay: { smarthost: null } }).relay.smarthost).toBeNull();
   });
 
+  test("?tls= sets a configured route's STARTTLS policy and is part of its name; anything else is refused", () => {
+    const c = parse({ ...base, relay: { domains: { "a.example": "smtp://relay.a.example:25?tls=verify", "b.example": "lmtp://10.0.0.9?tls=none" }, smarthost: "smtp://[2001:db8::25]:587/?tls=required" } });
+    expect(c.relay.domains.get("a.example")).toEqual({ protocol: "smtp", host: "relay.a.example", port: 25, uri: "smtp://relay.a.example:25?tls=verify", tls: "verify" });
+    expect(c.relay.domains.get("b.example")).toMatchObject({ port: 24, uri: "lmtp://10.0.0.9?tls=none", tls: "none" });
+    expect(c.relay.smarthost).toEqual({ protocol: "smtp", host: "2001:db8::25", port: 587, uri: "smtp://[2001:db8::25]:587?tls=required", tls: "required" });
+    expect(parse({ ...base, relay: { smarthost: "smtp://10.0.0.6" } }).relay.smarthost).not.toHaveProperty("tls");
+    expect(problemsOf({ ...base, relay: { domains: { "a.example": "smtp://10.0.0.5?tls=strict" } } })).toEqual([
+      'relay.domains.a.example: expected ?tls= one of none, opportunistic, required, verify, found string "smtp://10.0.0.5?tls=strict"',
+    ]);
+    expect(problemsOf({ ...base, relay: { smarthost: "smtp://10.0.0.5?auth=plain" } })).toEqual([
+      'relay.smarthost: expected a route whose only option is ?tls=none|opportunistic|required|verify (found "auth"), found string "smtp://10.0.0.5?auth=plain"',
+    ]);
+  });
+
   test("relay_networks parsed to CIDRs", () => {
     const c = parse({ ...base, relay: { relay_networks: ["10.0.0.0/8", " 2001:db8::/32 ", "192.0.2.1"] } });
     expect(c.relay.relayNetworks.map((n) => [n.v6, n.bits])).toEqual([
