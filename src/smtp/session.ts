@@ -189,12 +189,14 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
           await store.enqueue({
             id,
             sender,
-            recipients: recipients.map((r) => ({ address: r.address, route: routeFor(config.relay, r, config.outbound.mxDelivery)?.uri ?? "" })),
+            recipients: recipients.map((r) => ({ address: r.address, route: routeFor(config.relay, r, config.outbound.mxDelivery)?.uri ?? "", ...recipientParams(session, r.address) })),
             head,
             inlineBody,
             size: head.length + body.bodyLength,
             receivedAt: started,
             clientIp: info.ip,
+            content: body.scan.shape,
+            ...envelopeParams(session),
           });
         } catch (err) {
           body.discard();
@@ -241,4 +243,21 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
     log.error(what, { cid: session.id, client_ip: session.remoteAddress, error: err });
     callback(new ReplyError(451, "4.3.0 Local error in processing, try again later"));
   }
+}
+
+// TEMPORARY (outbound8): the envelope parameters smtp-server parsed, until inbound8's strict
+// MAIL/RCPT parameter handling lands and fills these itself.
+function envelopeParams(s: SMTPServerSession) {
+  const body = s.envelope.mailFrom ? s.envelope.mailFrom.args && s.envelope.mailFrom.args.BODY : undefined;
+  const dsn = s.envelope.dsn;
+  return {
+    bodyType: typeof body === "string" ? (body.toUpperCase() as "7BIT" | "8BITMIME") : null,
+    smtputf8: !!s.envelope.smtpUtf8,
+    dsn: dsn && (dsn.ret || dsn.envid) ? { ret: (dsn.ret as "FULL" | "HDRS" | null) ?? null, envid: dsn.envid ?? null } : null,
+  };
+}
+
+function recipientParams(s: SMTPServerSession, address: string) {
+  const dsn = s.envelope.rcptTo.find((r) => r.address === address)?.dsn;
+  return { notify: (dsn?.notify as ("NEVER" | "SUCCESS" | "FAILURE" | "DELAY")[] | undefined) ?? null, orcpt: dsn?.orcpt ?? null };
 }
