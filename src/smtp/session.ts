@@ -19,6 +19,7 @@ import { parseMailbox, type Mailbox } from "./address.ts";
 import { BodyCollector } from "./body.ts";
 import { dropHeaders } from "./headers.ts";
 import { receivedHeader } from "./received.ts";
+import { signableCopy } from "./signable.ts";
 
 export interface SessionDeps {
   readonly runtime: Live<Runtime>;
@@ -144,7 +145,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
       const info = client(config, session);
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
       const recipients = session.envelope.rcptTo.map((r) => parseMailbox(r.address)).filter((m): m is Mailbox => !!m);
-      const body = new BodyCollector(store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize);
+      let body = new BodyCollector(store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize);
       stream.on("data", (chunk: Buffer) => body.push(chunk));
       stream.on("error", (err) => {
         body.discard();
@@ -165,6 +166,11 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
             hops: body.hops,
           };
           let verdict = await runStage(pipeline.data, ctx);
+          // Mail we sign is made 7-bit with short lines first, so no later hop changes what was signed.
+          const shape = body.scan.shape;
+          if (verdict.kind === "accept" && (shape.eightBit || shape.longLines) && pipeline.signs?.(info, body.headText())) {
+            body = (await signableCopy(body, store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize)) ?? body;
+          }
           const edits = verdict.kind === "accept" && pipeline.content.length ? await runContent(pipeline.content, { ...ctx, config, body }) : null;
           if (edits && edits.verdict.kind !== "accept") verdict = edits.verdict;
           if (verdict.kind !== "accept") {
