@@ -21,7 +21,7 @@ let resolver: Resolver;
 beforeAll(async () => {
   plain = await Sink.start({ hide: ["8BITMIME", "SMTPUTF8", "DSN", "PIPELINING"] });
   full = await Sink.start();
-  relay = await Relay.start({ config: { relay: { domains: { "plain.test": plain.route, "full.test": full.route } } } });
+  relay = await Relay.start({ config: { relay: { domains: { "plain.test": plain.route, "full.test": full.route } }, api: { listen: "127.0.0.1:0" } } });
   const keygen = await run([BINARY, "dkim", "keygen", "corp.test", "--selector", "s1", "--json", "--config", relay.configPath]);
   expect(keygen.code).toBe(0);
   const records = (JSON.parse(keygen.out) as { records: { name: string; value: string }[] }).records;
@@ -74,5 +74,23 @@ test("a 7-bit message is signed and sent as it came", async () => {
   const after = afterTrace(got.raw).toString("latin1");
   // Our DKIM-Signature fields on top, then the client's message untouched.
   expect(after.replace(/^(DKIM-Signature:[^\r]*\r\n([ \t][^\r]*\r\n)*)+/, "")).toBe(message.toString("latin1"));
+  expect((await dkimVerify(got.raw, { resolver: resolver.forMailauth as never })).results.map((r) => r.status.result)).toEqual(["pass", "pass"]);
+});
+
+test("a raw 8-bit message sent through the HTTP API is signed in 7-bit form and verifies after the hop without 8BITMIME", async () => {
+  const add = await run([BINARY, "apikey", "add", "app", "--domain", "corp.test", "--json", "--config", relay.configPath]);
+  expect(add.code).toBe(0);
+  const token = (JSON.parse(add.out) as { token: string }).token;
+  const apiPort = Number(relay.logs.find((l) => l.msg === "send api listening")!.port);
+  const raw = Buffer.concat([Buffer.from("From: app@corp.test\r\nSubject: api 8bit\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"), Buffer.from(text, "utf8")]);
+  const res = await fetch(`http://127.0.0.1:${apiPort}/api/v1/messages?from=app@corp.test&to=bob@plain.test`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "message/rfc822" },
+    body: raw,
+  });
+  expect(res.status).toBe(202);
+  const got = await waitFor(() => plain.messages.find((m) => m.raw.toString("latin1").includes("api 8bit")), 10_000, "delivery");
+  expect(got.raw.toString("latin1")).toMatch(/^[\x00-\x7f]*$/);
+  expect(got.raw.toString("latin1")).toContain("Content-Transfer-Encoding: quoted-printable\r\n");
   expect((await dkimVerify(got.raw, { resolver: resolver.forMailauth as never })).results.map((r) => r.status.result)).toEqual(["pass", "pass"]);
 });
