@@ -47,7 +47,7 @@ export function refusal(stored: StoredBody, sender: string, recipients: readonly
   return needed ? `5.6.7 SMTPUTF8 is required, but was not offered by host ${hopLabel}` : null;
 }
 
-export function outgoing(stored: StoredBody, recipients: readonly DueRecipient[], hop: HopExtensions): Outgoing {
+export async function outgoing(stored: StoredBody, recipients: readonly DueRecipient[], hop: HopExtensions): Promise<Outgoing> {
   // Not known (queued by an older version): assume the worst, the conversions are lossless.
   const eightBit = stored.content?.eightBit ?? true;
   const longLines = stored.content?.longLines ?? true;
@@ -68,7 +68,7 @@ export function outgoing(stored: StoredBody, recipients: readonly DueRecipient[]
   let body = storedStream(stored);
   let conversion: SevenBitStream | null = null;
   if (convert) {
-    conversion = sevenBit(body instanceof Uint8Array ? Readable.from([body]) : body);
+    conversion = await sevenBit(body instanceof Uint8Array ? Readable.from([body]) : body);
     body = conversion.stream;
   }
   if (longLines) body = body instanceof Uint8Array ? wrapBytes(body) : pipeline(body, lineWrapStream(), () => {});
@@ -89,7 +89,7 @@ export async function sendStored(conn: HopConnection, stored: StoredBody, recipi
   const sender = recipients[0]!.sender;
   const refused = refusal(stored, sender, recipients, conn.extensions, conn.peer.mx ?? routeLabel);
   if (refused) return recipients.map(() => ({ kind: "permanent", response: refused }));
-  const out = outgoing(stored, recipients, conn.extensions);
+  const out = await outgoing(stored, recipients, conn.extensions);
   // SIZE declares the stored size (as Postfix does), also when a conversion makes it grow.
   return out.settle(await conn.send({ from: sender, to: recipients.map((r) => r.address), size: stored.size }, out.body, out.params));
 }

@@ -18,7 +18,7 @@
 
 import { isAscii } from "node:buffer";
 import { pipeline, Transform, type Readable, type TransformCallback } from "node:stream";
-import { Joiner, Splitter, type Headers, type MimeNode } from "@zone-eu/mailsplit";
+import type { Headers, MimeNode } from "@zone-eu/mailsplit";
 
 const HOLD_LIMIT = 64 * 1024;
 const CRLF = Buffer.from("\r\n");
@@ -142,8 +142,12 @@ export interface SevenBitStream {
   failure(): Error | null;
 }
 
-/** The message from `source` with every 8-bit part re-encoded as 7-bit. */
-export function sevenBit(source: Readable): SevenBitStream {
+/**
+ * The message from `source` with every 8-bit part re-encoded as 7-bit. mailsplit (with libmime
+ * and its charset tables, ~14 MiB) is loaded on first use: most relays never need it.
+ */
+export async function sevenBit(source: Readable): Promise<SevenBitStream> {
+  const { Joiner, Splitter } = await import("@zone-eu/mailsplit");
   const parts = new SevenBitParts();
   const joiner = new Joiner();
   let failure: Error | null = null;

@@ -55,7 +55,7 @@ export async function signableCopy(body: BodyCollector, spool: Spool, id: string
   let stream: Readable = body.message() as Readable;
   let failure: () => Error | null = () => null;
   if (shape.eightBit) {
-    const converted = sevenBit(stream);
+    const converted = await sevenBit(stream);
     stream = converted.stream;
     failure = converted.failure;
   }
@@ -79,7 +79,7 @@ export async function signableBytes(bytes: Buffer): Promise<Buffer> {
   const shape = shapeOf(bytes);
   let out = bytes;
   if (shape.eightBit) {
-    const converted = sevenBit(Readable.from([bytes]));
+    const converted = await sevenBit(Readable.from([bytes]));
     const chunks: Buffer[] = [];
     try {
       for await (const c of converted.stream) chunks.push(c as Buffer);

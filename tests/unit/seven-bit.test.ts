@@ -8,7 +8,7 @@ import { Readable } from "node:stream";
 import { isPermanentConversionFailure, sevenBit } from "../../src/mime/seven-bit.ts";
 
 async function convert(input: Buffer): Promise<{ out: Buffer; converted: number; failure: Error | null }> {
-  const s = sevenBit(Readable.from([input]));
+  const s = await sevenBit(Readable.from([input]));
   const chunks: Buffer[] = [];
   try {
     for await (const c of s.stream) chunks.push(c as Buffer);
