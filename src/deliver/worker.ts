@@ -295,7 +295,7 @@ export class DeliveryWorker {
         metrics.deliveryAttempts.inc({ route: routeLabel(job.route), outcome: "delivered" });
         metrics.deliverySeconds.observe((now - r.receivedAt) / 1000);
         // RFC 3461 5.2.2: a next hop that offers DSN was given NOTIFY and reports from here on.
-        if (!hop.dsn && notifies(r.notify, "delivered")) succeeded.push({ address: r.address, orcpt: r.orcpt, diagnostic: res.response, remote: true, remoteMta: hop.peer?.mx ?? job.route.host });
+        if (!hop.dsn && notifies(r.notify, "delivered")) succeeded.push({ address: r.address, orcpt: r.orcpt, diagnostic: res.response, remote: true, remoteMta: (hop.peer?.mx ?? job.route.host).replace(/\[[^\]]*\]$/, "") });
         return outcomes.push({ kind: "delivered", rowId: r.rowId, response: res.response });
       }
       const retryAt = res.kind === "temporary" ? nextAttemptAt(config.queue.retryScheduleMs, r.attempts + 1, now) : null;
@@ -314,15 +314,17 @@ export class DeliveryWorker {
     const first = job.recipients[0]!;
     const about = { messageId: job.messageId, sender: first.sender, receivedAt: first.receivedAt };
     const willRetryUntil = first.receivedAt + config.queue.retryScheduleMs.reduce((a, b) => a + b, 0);
-    const made = await Promise.all(
-      (
-        [
-          ["failed", failed],
-          ["delayed", delayed],
-          [job.route.protocol === "lmtp" ? "delivered" : "relayed", succeeded],
-        ] as const
-      ).map(async ([action, recipients]) => ({ action, count: recipients.length, report: await reportFor(store, config, log, { ...about, action, recipients, willRetryUntil }, now) })),
-    );
+    const wanted = (
+      [
+        ["failed", failed],
+        ["delayed", delayed],
+        [job.route.protocol === "lmtp" ? "delivered" : "relayed", succeeded],
+      ] as const
+    ).filter(([, recipients]) => recipients.length > 0);
+    // Most attempts report nothing: no promise, no read of the stored message.
+    const made = wanted.length
+      ? await Promise.all(wanted.map(async ([action, recipients]) => ({ action, count: recipients.length, report: await reportFor(store, config, log, { ...about, action, recipients, willRetryUntil }, now) })))
+      : [];
     const reports = made.flatMap((m) => (m.report ? [m.report] : []));
     await store.record(outcomes, reports, [job.messageId]);
     const retries = outcomes.flatMap((o) => (o.kind === "deferred" ? [o.nextAttemptAt] : []));
