@@ -169,7 +169,9 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
           // Mail we sign is made 7-bit with short lines first, so no later hop changes what was signed.
           const shape = body.scan.shape;
           if (verdict.kind === "accept" && (shape.eightBit || shape.longLines) && pipeline.signs?.(info, body.headText())) {
-            body = (await signableCopy(body, store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize)) ?? body;
+            const copy = await signableCopy(body, store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize);
+            if (!copy) log.warn("message could not be made 7-bit before signing; signed as received", { cid: session.id, queue_id: id });
+            body = copy ?? body;
           }
           const edits = verdict.kind === "accept" && pipeline.content.length ? await runContent(pipeline.content, { ...ctx, config, body }) : null;
           if (edits && edits.verdict.kind !== "accept") verdict = edits.verdict;

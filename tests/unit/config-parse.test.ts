@@ -177,6 +177,12 @@ describe("error messages name the key and what was expected", () => {
     ]);
   });
 
+  test("a bad delay_warning names the key and the form", () => {
+    expect(problemsOf({ ...base, queue: { delay_warning: "soon" } })).toEqual([
+      'queue.delay_warning: expected a duration such as "30s", "5m" or "1h", found string "soon"',
+    ]);
+  });
+
   test("bad retry_schedule entry names its index", () => {
     expect(problemsOf({ ...base, queue: { retry_schedule: ["5m", "soon", "10m"] } })).toEqual([
       'queue.retry_schedule[1]: expected a delay of at least "1s" such as "5m", found string "soon"',
