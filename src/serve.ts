@@ -113,6 +113,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         store,
         buckets: services.caches.buckets,
         sign: () => runtime.get().pipeline.signer,
+        signs: (client, head) => runtime.get().pipeline.signs?.(client, head) ?? false,
         clientIp: requestIp,
         onQueued: () => worker.wake(),
         log,

@@ -11,7 +11,7 @@
 import type { AuthPolicy, Config } from "../config/types.ts";
 import { ACCEPT } from "../verdict.ts";
 import { authenticationCheck } from "./content/authentication.ts";
-import { dkimSigning } from "./content/dkim-sign.ts";
+import { dkimSigning, signsFor, type DkimSigningOptions } from "./content/dkim-sign.ts";
 import { DkimKeyCache } from "../dkim/keys.ts";
 import { virusCheck } from "./content/clamd.ts";
 import { spamCheck } from "./content/spamd.ts";
@@ -160,14 +160,16 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
         ];
     }
   }));
-  // Signing comes last, so refused mail is never signed; it signs the client's message as received.
-  const signer = config.outbound.dkimSign
-    ? dkimSigning({
+  // Signing comes last, so refused mail is never signed; it signs the client's message as received
+  // (in its 7-bit, short-line form: smtp/signable.ts).
+  const signing: DkimSigningOptions | null = config.outbound.dkimSign
+    ? {
         keys: (domain) => s.dkimKeys.load(config.outbound.dkimDir, domain),
         shouldSign: (ctx) => ctx.client.trusted || ctx.client.user !== null,
         onError: (err) => failedOpen("dkim_sign", "DKIM signing failed; message sent unsigned", err),
-      })
+      }
     : null;
+  const signer = signing ? dkimSigning(signing) : null;
   if (signer) content.push(signer);
   return {
     connect,
@@ -177,5 +179,6 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
     data: [messageSize(config.smtp.maxMessageSize), bareNewline, hopCount(config.smtp.maxHops)],
     content,
     signer,
+    signs: (client, head) => signing !== null && signsFor(signing, client, head),
   };
 }

@@ -15,7 +15,8 @@ import { parseOutbound, TLS_POLICIES } from "./outbound.ts";
 import { parseSubmission } from "./submission.ts";
 import { checkAcmePrecedence, parseAcme } from "./acme.ts";
 
-const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h"];
+// Gives up after about 5 days (5d 8h), as RFC 5321 4.5.4.1 asks ("at least 4-5 days").
+const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h", "24h", "24h", "24h"];
 const DEFAULT_PORTS = { smtp: 25, lmtp: 24 } as const;
 
 function readResolvConf(): string {
@@ -51,7 +52,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     "max_recipients", "max_line_length", "max_hops", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls",
   ]);
   const relayObj = r.section(top.relay, "relay", ["domains", "relay_networks", "smarthost"]);
-  const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size"]);
+  const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size", "delay_warning"]);
   const deliveryObj = r.section(top.delivery, "delivery", ["concurrency_per_route", "connect_timeout", "timeout", "idle_connection_ttl"]);
   const adminObj = r.section(top.admin, "admin", ["enabled", "listen", "token", "token_file", "token_env", "tls"]);
   const backupObj = r.section(top.backup, "backup", ["dir", "keep"]);
@@ -94,6 +95,8 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     queue: {
       retryScheduleMs: retrySchedule(r, queueObj),
       inlineMaxSize: r.size(queueObj, "inline_max_size", "queue", 128 * 1024, 0),
+      // Postfix's delay_warning_time, on by default here: senders hear of mail stuck for hours.
+      delayWarningMs: r.duration(queueObj, "delay_warning", "queue", 4 * 3_600_000),
     },
     delivery: {
       // Postfix's default_destination_concurrency_limit.

@@ -52,6 +52,8 @@ export interface RelayConfig {
 export interface QueueConfig {
   readonly retryScheduleMs: readonly number[];
   readonly inlineMaxSize: number;
+  /** A recipient still deferred this long after arrival gets its sender one delay warning; 0: never. */
+  readonly delayWarningMs: number;
 }
 
 export interface DeliveryConfig {

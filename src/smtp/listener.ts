@@ -193,6 +193,8 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
       banner: "mailraven",
       ...liveOptions(config),
       hideENHANCEDSTATUSCODES: false,
+      // RFC 3461: NOTIFY, ORCPT, RET and ENVID are taken and stored (smtp-server hides DSN by default).
+      hideDSN: false,
       disableReverseLookup: true,
       logger: false,
       ...modeOptions,
