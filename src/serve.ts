@@ -46,7 +46,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   const store = QueueStore.open(config.stateDir);
   const policy = PolicyStore.open(config.stateDir);
   const users = config.submission ? UserStore.open(config.stateDir) : null;
-  const authGuard = config.submission ? new AuthGuard(config.submission.authFailures, policy, log) : null;
+  const authGuard = config.submission ? new AuthGuard(config.submission, policy, log) : null;
   const apiKeys = config.api ? ApiKeyStore.open(config.stateDir) : null;
   const metrics = createMetrics();
   const services = pipelineServices(policy, users, metrics, log);

@@ -7,6 +7,7 @@ import type { MiddlewareHandler } from "hono";
 import { LRUCache } from "lru-cache";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
+import { clientKey } from "../net/cidr.ts";
 import { ApiError } from "./errors.ts";
 
 const MAX_FAILURES = 10;
@@ -27,7 +28,7 @@ export function bearerAuth(opts: AuthOptions): MiddlewareHandler {
   return async (c, next) => {
     const expected = opts.token();
     if (expected === null) throw new ApiError(503, "admin_disabled", "no admin token is configured; set admin.token_file (or admin.token_env) and reload");
-    const ip = opts.clientIp(c.req.raw, c.env);
+    const ip = clientKey(opts.clientIp(c.req.raw, c.env), 64); // an IPv6 client's /64 is one client
     if ((failures.get(ip) ?? 0) >= MAX_FAILURES) {
       c.header("Retry-After", String(FAILURE_WINDOW_MS / 1000));
       throw new ApiError(429, "too_many_failures", "too many failed authentication attempts; try again later");

@@ -98,7 +98,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
       case "blocklist":
         return blocklistCheck(d.blocklist, s.policy, s.now);
       case "connection_rate":
-        return connectionRateCheck(d.connectionRate, () => s.caches.connections, s.now);
+        return connectionRateCheck(d.connectionRate, () => s.caches.connections, s.now, config.smtp.ipv6PrefixLength);
       case "dnsbl":
         return dnsblCheck(d.dnsbl!, {
           resolver,
@@ -116,7 +116,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
   const users = s.users;
   const mail: Check<MailContext>[] = [
     ...(sub && users ? [senderIdentity(users), ...(sub.rateLimit ? [userRateLimit(sub.rateLimit, s.caches.buckets, s.now)] : [])] : []),
-    ...config.pipeline.mail.map(() => rateLimitCheck(d.rateLimits, s.caches.buckets, s.now)),
+    ...config.pipeline.mail.map(() => rateLimitCheck(d.rateLimits, s.caches.buckets, s.now, config.smtp.ipv6PrefixLength)),
   ];
   const rcpt: Check<RcptContext>[] = [
     relayPolicy(config.relay, config.outbound.mxDelivery),

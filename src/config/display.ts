@@ -26,6 +26,7 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       greeting_allowlist: c.smtp.greetingAllowlist.map((x) => x.text),
       shutdown_timeout: formatDuration(c.smtp.shutdownTimeoutMs),
       tls: c.smtp.tls ? { cert_file: c.smtp.tls.certFile, key_file: c.smtp.tls.keyFile } : null,
+      ipv6_prefix_length: c.smtp.ipv6PrefixLength,
     },
     relay: {
       domains: Object.fromEntries([...c.relay.domains].map(([d, r]) => [d, c.domainPolicy.has(d) ? { route: r.uri, ...policyView(c.domainPolicy.get(d)!) } : r.uri])),
@@ -72,6 +73,8 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
           certificates: c.submission.certificates.map((t) => ({ cert_file: t.certFile, key_file: t.keyFile })),
           rate_limit: c.submission.rateLimit ? `${c.submission.rateLimit.messages}/${formatDuration(c.submission.rateLimit.windowMs)}` : "off",
           auth_failures: { max: c.submission.authFailures.max, window: formatDuration(c.submission.authFailures.windowMs), block_for: formatDuration(c.submission.authFailures.blockForMs) },
+          auth_concurrency: c.submission.authConcurrency,
+          auth_rate_limit: c.submission.authRateLimit ? `${c.submission.authRateLimit.messages}/${formatDuration(c.submission.authRateLimit.windowMs)}` : "off",
         }
       : null,
     api: c.api ? { listen: hostPort(c.api.listen.host, c.api.listen.port), tls: c.api.tls ? { cert_file: c.api.tls.certFile, key_file: c.api.tls.keyFile } : null } : null,

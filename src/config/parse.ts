@@ -48,7 +48,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
 
   const smtpObj = r.section(top.smtp, "smtp", [
     "listen", "max_connections", "max_connections_per_ip", "idle_timeout", "command_timeout", "max_message_size",
-    "max_recipients", "max_line_length", "max_hops", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls",
+    "max_recipients", "max_line_length", "max_hops", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls", "ipv6_prefix_length",
   ]);
   const relayObj = r.section(top.relay, "relay", ["domains", "relay_networks", "smarthost"]);
   const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size"]);
@@ -85,6 +85,8 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       greetingAllowlist: cidrs(r, smtpObj, "greeting_allowlist", "smtp", []),
       shutdownTimeoutMs: r.duration(smtpObj, "shutdown_timeout", "smtp", 30_000),
       tls: smtpTls,
+      // Postfix 3.8's smtpd_client_ipv6_prefix_length: one subscriber's /64 is one client.
+      ipv6PrefixLength: r.int(smtpObj, "ipv6_prefix_length", "smtp", 64, 16, 128),
     },
     relay: {
       domains: domains(r, relayObj, domainPolicy),

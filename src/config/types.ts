@@ -37,6 +37,8 @@ export interface SmtpConfig {
   readonly greetingAllowlist: readonly Cidr[];
   readonly shutdownTimeoutMs: number;
   readonly tls: TlsFiles | null;
+  /** IPv6 clients are counted, limited and blocked by their network of this many bits (net/cidr.ts clientKey). */
+  readonly ipv6PrefixLength: number;
 }
 
 export interface RelayConfig {
@@ -154,6 +156,10 @@ export interface SubmissionConfig {
   readonly rateLimit: RateLimit | null;
   /** This many failed AUTHs from one IP within the window put it on the blocklist for block_for. */
   readonly authFailures: { readonly max: number; readonly windowMs: number; readonly blockForMs: number };
+  /** Password checks running at once over all clients; an attempt beyond gets 454 4.7.0. */
+  readonly authConcurrency: number;
+  /** AUTH attempts per client (IPv4 address or IPv6 prefix) per window; null: no limit. */
+  readonly authRateLimit: RateLimit | null;
 }
 
 /** How hard to insist on TLS towards a destination (deliver/tls-policy.ts). */

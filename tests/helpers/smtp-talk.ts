@@ -1,6 +1,7 @@
 // A raw SMTP client for dialog tests: send exact bytes, read exact replies.
 
 import { connect, type Socket } from "node:net";
+import { connect as connectTls } from "node:tls";
 
 export interface Reply {
   readonly code: number;
@@ -30,6 +31,17 @@ export class SmtpTalk {
   static connect(port: number, opts: { host?: string; localAddress?: string } = {}): Promise<SmtpTalk> {
     return new Promise((resolve, reject) => {
       const socket = connect({ port, host: opts.host ?? "127.0.0.1", localAddress: opts.localAddress }, () => {
+        socket.off("error", reject);
+        resolve(new SmtpTalk(socket));
+      });
+      socket.once("error", reject);
+    });
+  }
+
+  /** Implicit TLS (port 465), any certificate accepted. */
+  static connectTls(port: number, opts: { host?: string; localAddress?: string } = {}): Promise<SmtpTalk> {
+    return new Promise((resolve, reject) => {
+      const socket = connectTls({ port, host: opts.host ?? "127.0.0.1", ...(opts.localAddress ? { localAddress: opts.localAddress } : {}), rejectUnauthorized: false }, () => {
         socket.off("error", reject);
         resolve(new SmtpTalk(socket));
       });
