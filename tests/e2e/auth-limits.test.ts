@@ -22,6 +22,7 @@ async function submissionRelay(submission: Record<string, unknown>): Promise<{ r
     dir,
     config: {
       relay: { domains: { "dest.test": "smtp://127.0.0.1:9" }, relay_networks: ["10.99.99.0/24"] },
+      smtp: { shutdown_timeout: "1s" },
       defenses: { connection_rate: 0 },
       submission: { starttls: [], tls: ["127.0.0.1:0"], certificates: [{ cert_file: join(dir, "c.pem"), key_file: join(dir, "c.key") }], ...submission },
     },
