@@ -39,11 +39,23 @@ export function createMetrics() {
     backupLastDuration: new Gauge({ name: "mailraven_backup_last_duration_seconds", help: "Duration of the last successful backup", registers: r }),
     backupLastSuccess: new Gauge({ name: "mailraven_backup_last_success_timestamp_seconds", help: "Unix time of the last successful backup", registers: r }),
     dnsblResults: new Counter({ name: "mailraven_dnsbl_lookups_total", help: "DNS list answers by zone and result (listed, clean, error)", labelNames: ["zone", "result"], registers: r }),
-    greylistDecisions: new Counter({ name: "mailraven_greylist_decisions_total", help: "Greylisting decisions (new, early, pass, allowlisted)", labelNames: ["decision"], registers: r }),
+    greylistDecisions: new Counter({ name: "mailraven_greylist_decisions_total", help: "Greylisting decisions (new, early, pass, allowlisted; capped and full: deferred without a write)", labelNames: ["decision"], registers: r }),
     authAttempts: new Counter({ name: "mailraven_smtp_auth_total", help: "SMTP AUTH attempts by result (ok, failed, blocked, busy, rate_limited)", labelNames: ["result"], registers: r }),
     earlyTalkers: new Counter({ name: "mailraven_smtp_early_talkers_total", help: "Clients that sent before the greeting and were refused", registers: r }),
     adminAuthFailures: new Counter({ name: "mailraven_admin_auth_failures_total", help: "Admin API requests refused for a missing or wrong token", registers: r }),
   };
+}
+
+/** policy.db's size, read when Prometheus scrapes (greylisting stops writing new triplets at its ceiling). */
+export function registerPolicyGauge(metrics: Metrics, source: { sizeBytes(): number }): void {
+  new Gauge({
+    name: "mailraven_policy_db_bytes",
+    help: "Bytes in use in policy.db (greylist, allowlisted networks, blocklist, recipient verification)",
+    registers: [metrics.registry],
+    collect() {
+      this.set(source.sizeBytes());
+    },
+  });
 }
 
 /** Queue depth gauges, read from the store when Prometheus scrapes. */

@@ -9,7 +9,7 @@ import type { Config } from "./config/types.ts";
 import { DeliveryWorker } from "./deliver/worker.ts";
 import { Live } from "./live.ts";
 import type { Logger } from "./log.ts";
-import { createMetrics, registerQueueGauges } from "./metrics.ts";
+import { createMetrics, registerPolicyGauge, registerQueueGauges } from "./metrics.ts";
 import { bounceFor } from "./queue/bounce.ts";
 import { QueueStore } from "./queue/store.ts";
 import { buildRuntime, withAcmeCertificate, type Runtime } from "./runtime.ts";
@@ -64,6 +64,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   }, 3_600_000);
   cleanup.unref();
   registerQueueGauges(metrics, store);
+  registerPolicyGauge(metrics, policy);
   const worker = new DeliveryWorker({ config: () => runtime.get().config, store, log, metrics });
   const listeners: SmtpListener[] = [];
   let admin: AdminServer | null = null;

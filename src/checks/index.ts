@@ -36,7 +36,7 @@ export interface PipelineServices {
   readonly policy: PolicyStore;
   /** Submission users; null when submission is not configured. */
   readonly users: UserStore | null;
-  readonly caches: { readonly dnsbl: DnsblCache; readonly connections: ConnectionCounts; readonly buckets: Buckets; readonly greylist: GreylistCache };
+  readonly caches: { readonly dnsbl: DnsblCache; readonly connections: ConnectionCounts; readonly buckets: Buckets; readonly greylist: GreylistCache; readonly greylistNew: Buckets };
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly now: () => number;
@@ -50,6 +50,7 @@ export function pipelineServices(policy: PolicyStore, users: UserStore | null, m
   const connections = once(connectionCounts);
   const bucket = once(buckets);
   const greylist = once(greylistCache);
+  const greylistNew = once(buckets);
   return {
     policy,
     users,
@@ -69,6 +70,9 @@ export function pipelineServices(policy: PolicyStore, users: UserStore | null, m
       },
       get greylist() {
         return greylist();
+      },
+      get greylistNew() {
+        return greylistNew();
       },
     },
   };
@@ -120,7 +124,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
   ];
   const rcpt: Check<RcptContext>[] = [
     relayPolicy(config.relay, config.outbound.mxDelivery),
-    ...config.pipeline.rcpt.map(() => greylistCheck(d.greylist!, s.policy, s.caches.greylist, s.now, (decision) => s.metrics.greylistDecisions.inc({ decision }))),
+    ...config.pipeline.rcpt.map(() => greylistCheck(d.greylist!, s.policy, s.caches.greylist, s.now, (decision) => s.metrics.greylistDecisions.inc({ decision }), s.caches.greylistNew)),
   ];
   const identityCheck: ContentCheck[] = sub && users ? [fromIdentity(users)] : [];
   const content: ContentCheck[] = identityCheck.concat(...config.pipeline.content.map((name): ContentCheck[] => {

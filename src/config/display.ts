@@ -118,6 +118,8 @@ function defensesView(c: Config): Record<string, unknown> {
           allow_clients: d.greylist.allowClients.map((x) => x.text),
           allow_senders: d.greylist.allowSenders,
           allow_recipients: d.greylist.allowRecipients,
+          new_triplets_per_network: limit(d.greylist.newTripletsPerNetwork),
+          max_database_size: size(d.greylist.maxDatabaseSize),
         }
       : null,
     rate_limits: { per_ip: limit(d.rateLimits.perIp), per_sender_domain: limit(d.rateLimits.perSenderDomain) },

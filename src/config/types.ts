@@ -104,6 +104,10 @@ export interface GreylistConfig {
   readonly allowClients: readonly Cidr[];
   readonly allowSenders: readonly string[];
   readonly allowRecipients: readonly string[];
+  /** New triplets written per client network per window; null: no limit. */
+  readonly newTripletsPerNetwork: RateLimit | null;
+  /** policy.db size (bytes in use) past which no new triplet is written. */
+  readonly maxDatabaseSize: number;
 }
 
 export interface RateLimit {

@@ -74,6 +74,7 @@ export class PolicyStore {
       ),
       unblock: db.query<unknown, [string]>("DELETE FROM blocklist WHERE cidr = ?"),
       expireBlocks: db.query<unknown, [number]>("DELETE FROM blocklist WHERE expires_at IS NOT NULL AND expires_at <= ?"),
+      size: db.query<{ bytes: number }, []>("SELECT (page_count - freelist_count) * page_size AS bytes FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"),
     };
     this.loadBlocks();
   }
@@ -91,6 +92,11 @@ export class PolicyStore {
 
   saveGreylist(e: GreylistEntry): void {
     this.q.put.run(e.network, e.sender, e.recipient, e.firstSeen, e.passAfter, e.expiresAt, e.passes);
+  }
+
+  /** Bytes of policy.db in use (pages holding data; free pages left by expired rows do not count). */
+  sizeBytes(): number {
+    return this.q.size.get()!.bytes;
   }
 
   /** Triplets of a client network that passed greylisting at least once. */

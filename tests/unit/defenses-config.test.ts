@@ -134,6 +134,8 @@ describe("greylist switch", () => {
       allowClients: [],
       allowSenders: [],
       allowRecipients: [],
+      newTripletsPerNetwork: { messages: 500, windowMs: 3_600_000 },
+      maxDatabaseSize: 256 * 1024 * 1024,
     });
     expect(c.pipeline.rcpt).toEqual(["greylist"]);
   });
