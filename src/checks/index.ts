@@ -3,7 +3,7 @@
 // the order the `pipeline` section gives (by default: every configured one).
 //   connect -> blocklist, connection rate, DNS lists      (before the greeting, in parallel with its delay)
 //   mail    -> rate limits
-//   rcpt    -> relay policy, greylisting
+//   rcpt    -> relay policy, recipient validation, greylisting   (nothing is written for unknown recipients)
 //   data    -> size, bare newlines, hop count
 //   content -> SPF/DKIM/DMARC/ARC, clamd, spamd           (may add and remove headers)
 //   queue   -> queue/store.ts commits; deliver -> deliver/worker.ts
@@ -29,6 +29,9 @@ import { bareNewline, hopCount, messageSize } from "./data-policy.ts";
 import { greylistCache, greylistCheck, type GreylistCache } from "./envelope/greylist.ts";
 import { buckets, rateLimitCheck, type Buckets } from "./envelope/rate-limit.ts";
 import { relayPolicy } from "./relay-policy.ts";
+import { recipientValidation } from "./envelope/recipient-validation.ts";
+import { RecipientVerifier } from "./envelope/recipient-verifier.ts";
+import { assertProbeCompatible, probeRecipient } from "../deliver/probe.ts";
 import type { Check, ConnectContext, ContentCheck, MailContext, Pipeline, RcptContext } from "./types.ts";
 
 /** State the checks keep across configuration reloads. */
@@ -41,6 +44,8 @@ export interface PipelineServices {
   readonly log: Logger;
   readonly now: () => number;
   readonly dkimKeys: DkimKeyCache;
+  /** Recipient probes and their results, kept across reloads. */
+  readonly verifier: RecipientVerifier;
 }
 
 export function pipelineServices(policy: PolicyStore, users: UserStore | null, metrics: Metrics, log: Logger, now: () => number = Date.now): PipelineServices {
@@ -51,6 +56,16 @@ export function pipelineServices(policy: PolicyStore, users: UserStore | null, m
   const bucket = once(buckets);
   const greylist = once(greylistCache);
   const greylistNew = once(buckets);
+  assertProbeCompatible();
+  const verifier = new RecipientVerifier({
+    cache: policy,
+    probe: probeRecipient,
+    now,
+    onProbe: (result, route, address, reply) => {
+      metrics.recipientProbes.inc({ result });
+      log.info("recipient probe", { route: route.uri, rcpt: address, result, reply });
+    },
+  });
   return {
     policy,
     users,
@@ -58,6 +73,7 @@ export function pipelineServices(policy: PolicyStore, users: UserStore | null, m
     log,
     now,
     dkimKeys: new DkimKeyCache(now),
+    verifier,
     caches: {
       get dnsbl() {
         return dnsbl();
@@ -124,6 +140,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
   ];
   const rcpt: Check<RcptContext>[] = [
     relayPolicy(config.relay, config.outbound.mxDelivery),
+    ...(config.relay.recipients.size ? [recipientValidation(config.relay, (address, route) => s.verifier.verify(address, route, config.relay.recipientVerification, config.hostname))] : []),
     ...config.pipeline.rcpt.map(() => greylistCheck(d.greylist!, s.policy, s.caches.greylist, s.now, (decision) => s.metrics.greylistDecisions.inc({ decision }), s.caches.greylistNew)),
   ];
   const identityCheck: ContentCheck[] = sub && users ? [fromIdentity(users)] : [];

@@ -29,9 +29,10 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       ipv6_prefix_length: c.smtp.ipv6PrefixLength,
     },
     relay: {
-      domains: Object.fromEntries([...c.relay.domains].map(([d, r]) => [d, c.domainPolicy.has(d) ? { route: r.uri, ...policyView(c.domainPolicy.get(d)!) } : r.uri])),
+      domains: Object.fromEntries([...c.relay.domains].map(([d, r]) => [d, c.domainPolicy.has(d) ? { route: r.uri, ...policyView(c.domainPolicy.get(d)!), ...recipientsView(c.relay.recipients.get(d)) } : r.uri])),
       relay_networks: c.relay.relayNetworks.map((x) => x.text),
       smarthost: c.relay.smarthost?.uri ?? null,
+      recipient_verification: verificationView(c.relay.recipientVerification),
     },
     queue: {
       retry_schedule: c.queue.retryScheduleMs.map(formatDuration),
@@ -89,6 +90,25 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
           ca_file: c.acme.caFile,
         }
       : { enabled: false },
+  };
+}
+
+function recipientsView(k: Config["relay"]["recipients"] extends ReadonlyMap<string, infer V> ? V | undefined : never): Record<string, unknown> {
+  if (!k) return {};
+  return { ...(k.inline ? { recipients: k.inline } : {}), ...(k.file ? { recipients_file: k.file } : {}), verify_recipients: k.verify };
+}
+
+function verificationView(v: Config["relay"]["recipientVerification"]): Record<string, unknown> {
+  return {
+    positive_ttl: formatDuration(v.positiveTtlMs),
+    negative_ttl: formatDuration(v.negativeTtlMs),
+    positive_refresh: formatDuration(v.positiveRefreshMs),
+    negative_refresh: formatDuration(v.negativeRefreshMs),
+    wait: formatDuration(v.waitMs),
+    timeout: formatDuration(v.timeoutMs),
+    unreachable: v.unreachable,
+    concurrency_per_hop: v.concurrencyPerHop,
+    probes_per_hop: `${v.probesPerHop.messages}/${formatDuration(v.probesPerHop.windowMs)}`,
   };
 }
 

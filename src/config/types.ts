@@ -41,9 +41,39 @@ export interface SmtpConfig {
   readonly ipv6PrefixLength: number;
 }
 
+/** Which recipients of one relay domain exist (config/recipients.ts). */
+export interface DomainRecipients {
+  /** Accepted addresses, lower case; "@domain" accepts every address of that domain. Null: no list. */
+  readonly list: ReadonlySet<string> | null;
+  /** Ask the domain's next hop whether the address exists (a RCPT probe, cached). */
+  readonly verify: boolean;
+  /** Where the list came from, as configured (for check-config). */
+  readonly file: string | null;
+  readonly inline: readonly string[] | null;
+}
+
+export interface RecipientVerificationConfig {
+  readonly positiveTtlMs: number;
+  readonly negativeTtlMs: number;
+  /** A cached result older than this is probed again in the background while it still answers. */
+  readonly positiveRefreshMs: number;
+  readonly negativeRefreshMs: number;
+  /** How long RCPT waits for a probe before answering 450 4.1.1 (the probe goes on and fills the cache). */
+  readonly waitMs: number;
+  /** Limit on one probe session. */
+  readonly timeoutMs: number;
+  /** Next hop unreachable, a 4xx, or no probe possible now: defer (450 4.1.1) or accept. */
+  readonly unreachable: "defer" | "accept";
+  readonly concurrencyPerHop: number;
+  readonly probesPerHop: RateLimit;
+}
+
 export interface RelayConfig {
   /** Accepted recipient domain (lower case, ASCII) -> next hop. */
   readonly domains: ReadonlyMap<string, Route>;
+  /** Recipient validation per relay domain; a domain without an entry accepts any local part. */
+  readonly recipients: ReadonlyMap<string, DomainRecipients>;
+  readonly recipientVerification: RecipientVerificationConfig;
   readonly relayNetworks: readonly Cidr[];
   /** Next hop for every other domain, used for mail from relay_networks and for bounces. */
   readonly smarthost: Route | null;
