@@ -40,6 +40,7 @@ export function createMetrics() {
     backupLastSuccess: new Gauge({ name: "mailraven_backup_last_success_timestamp_seconds", help: "Unix time of the last successful backup", registers: r }),
     dnsblResults: new Counter({ name: "mailraven_dnsbl_lookups_total", help: "DNS list answers by zone and result (listed, clean, error)", labelNames: ["zone", "result"], registers: r }),
     recipientProbes: new Counter({ name: "mailraven_recipient_probes_total", help: "Recipient verification probes to next hops by result (ok, unknown, tempfail; rate_limited and queue_full: not made)", labelNames: ["result"], registers: r }),
+    authLimits: new Counter({ name: "mailraven_sender_auth_limits_total", help: "Messages whose sender authentication reached a budget (dkim_signatures, arc_sets, header_section, deadline)", labelNames: ["limit"], registers: r }),
     greylistDecisions: new Counter({ name: "mailraven_greylist_decisions_total", help: "Greylisting decisions (new, early, pass, allowlisted; capped and full: deferred without a write)", labelNames: ["decision"], registers: r }),
     authAttempts: new Counter({ name: "mailraven_smtp_auth_total", help: "SMTP AUTH attempts by result (ok, failed, blocked, busy, rate_limited)", labelNames: ["result"], registers: r }),
     earlyTalkers: new Counter({ name: "mailraven_smtp_early_talkers_total", help: "Clients that sent before the greeting and were refused", registers: r }),

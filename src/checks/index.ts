@@ -11,6 +11,7 @@
 import type { AuthPolicy, Config } from "../config/types.ts";
 import { ACCEPT } from "../verdict.ts";
 import { authenticationCheck } from "./content/authentication.ts";
+import { Pacer } from "./content/auth-budget.ts";
 import { dkimSigning } from "./content/dkim-sign.ts";
 import { DkimKeyCache } from "../dkim/keys.ts";
 import { virusCheck } from "./content/clamd.ts";
@@ -44,6 +45,8 @@ export interface PipelineServices {
   readonly log: Logger;
   readonly now: () => number;
   readonly dkimKeys: DkimKeyCache;
+  /** Sender authentication's share of the event loop, over all messages. */
+  readonly authPacer: Pacer;
   /** Recipient probes and their results, kept across reloads. */
   readonly verifier: RecipientVerifier;
 }
@@ -74,6 +77,7 @@ export function pipelineServices(policy: PolicyStore, users: UserStore | null, m
     now,
     dkimKeys: new DkimKeyCache(now),
     verifier,
+    authPacer: new Pacer(),
     caches: {
       get dnsbl() {
         return dnsbl();
@@ -153,6 +157,13 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
           resolver: resolver.forMailauth,
           policy: (domains) => strictest(auth.policy, domains.map((dom) => config.domainPolicy.get(dom) ?? {})),
           onError: (err) => s.log.warn("sender authentication failed; accepted without a verdict", { error: err.message }),
+          limits: { maxDkimSignatures: auth.maxDkimSignatures, maxArcSets: auth.maxArcSets, timeoutMs: auth.timeoutMs },
+          pacer: s.authPacer,
+          onLimit: (limit) => {
+            s.metrics.authLimits.inc({ limit });
+            if (limit === "deadline") s.log.warn("sender authentication not finished in time; treated as a DNS failure (temp_error)", { timeout_ms: auth.timeoutMs });
+            else if (limit === "header_section") s.log.warn("sender authentication skipped: header section too large; treated as a DNS failure (temp_error)");
+          },
         });
         // Our own servers' and users' outbound mail is not checked against its senders' SPF and DMARC.
         return [async (ctx) => (ctx.client.trusted || ctx.client.user !== null ? { verdict: ACCEPT } : check(ctx))];

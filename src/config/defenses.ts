@@ -133,10 +133,17 @@ export const DEFAULT_AUTH_POLICY: AuthPolicy = { spfFail: "tag", dmarcReject: tr
 
 function authentication(r: Reader, value: unknown, hostname: string): NonNullable<DefensesConfig["authentication"]> {
   const path = "defenses.authentication";
-  const o = r.section(value ?? {}, path, ["authserv_id", "spf_fail", "dmarc_reject", "temp_error"]);
+  const o = r.section(value ?? {}, path, ["authserv_id", "spf_fail", "dmarc_reject", "temp_error", "max_dkim_signatures", "max_arc_sets", "timeout"]);
   const authservId = r.string(o, "authserv_id", path, hostname);
   if (!/^[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?$/i.test(authservId)) r.fail(join(path, "authserv_id"), "a host name such as mx.example.org", authservId);
-  return { authservId, policy: authPolicy(r, o, path, DEFAULT_AUTH_POLICY) };
+  return {
+    authservId,
+    policy: authPolicy(r, o, path, DEFAULT_AUTH_POLICY),
+    // OpenDKIM's MaximumSignaturesToVerify is 3; RFC 8617 allows 50 ARC sets, real chains have a few.
+    maxDkimSignatures: r.int(o, "max_dkim_signatures", path, 5, 1, 50),
+    maxArcSets: r.int(o, "max_arc_sets", path, 5, 1, 50),
+    timeoutMs: r.duration(o, "timeout", path, 10_000, 1000),
+  };
 }
 
 function spamd(r: Reader, value: unknown): NonNullable<DefensesConfig["spamd"]> {

@@ -144,7 +144,15 @@ function defensesView(c: Config): Record<string, unknown> {
       : null,
     rate_limits: { per_ip: limit(d.rateLimits.perIp), per_sender_domain: limit(d.rateLimits.perSenderDomain) },
     authentication: d.authentication
-      ? { authserv_id: d.authentication.authservId, spf_fail: d.authentication.policy.spfFail, dmarc_reject: d.authentication.policy.dmarcReject, temp_error: d.authentication.policy.tempError }
+      ? {
+          authserv_id: d.authentication.authservId,
+          spf_fail: d.authentication.policy.spfFail,
+          dmarc_reject: d.authentication.policy.dmarcReject,
+          temp_error: d.authentication.policy.tempError,
+          max_dkim_signatures: d.authentication.maxDkimSignatures,
+          max_arc_sets: d.authentication.maxArcSets,
+          timeout: formatDuration(d.authentication.timeoutMs),
+        }
       : null,
     spamd: d.spamd ? { address: target(d.spamd.target), timeout: formatDuration(d.spamd.timeoutMs), tag_score: d.spamd.tagScore, reject_score: d.spamd.rejectScore } : null,
     clamd: d.clamd ? { address: target(d.clamd.target), timeout: formatDuration(d.clamd.timeoutMs) } : null,

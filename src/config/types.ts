@@ -164,7 +164,16 @@ export interface DefensesConfig {
   readonly dnsbl: { readonly zones: readonly DnsblZone[]; readonly threshold: number; readonly negativeTtlMs: number } | null;
   readonly greylist: GreylistConfig | null;
   readonly rateLimits: { readonly perIp: RateLimit | null; readonly perSenderDomain: RateLimit | null };
-  readonly authentication: { readonly authservId: string; readonly policy: AuthPolicy } | null;
+  readonly authentication: {
+    readonly authservId: string;
+    readonly policy: AuthPolicy;
+    /** DKIM signatures verified per message (the bottom-most); the rest are reported as not checked. */
+    readonly maxDkimSignatures: number;
+    /** ARC chains longer than this are not verified (reported as not checked). */
+    readonly maxArcSets: number;
+    /** The whole check; past it the message is treated as after a DNS failure (temp_error). */
+    readonly timeoutMs: number;
+  } | null;
   readonly spamd: (ScannerTarget & { readonly tagScore: number; readonly rejectScore: number }) | null;
   readonly clamd: ScannerTarget | null;
 }

@@ -255,6 +255,9 @@ describe("other defenses", () => {
     expect(parse({ hostname: "MX.Example.ORG", defenses: { authentication: null } }).defenses.authentication).toEqual({
       authservId: "mx.example.org",
       policy: { spfFail: "tag", dmarcReject: true, tempError: "defer" },
+      maxDkimSignatures: 5,
+      maxArcSets: 5,
+      timeoutMs: 10_000,
     });
   });
 
