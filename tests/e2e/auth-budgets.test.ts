@@ -11,7 +11,6 @@ import { generateKeyPairSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Readable } from "node:stream";
 import { dkimSign } from "mailauth";
-import parsePrometheus from "parse-prometheus-text-format";
 import { authenticationCheck } from "../../src/checks/content/authentication.ts";
 import type { ContentContext } from "../../src/checks/types.ts";
 import { Resolver } from "../../src/dns/resolver.ts";
@@ -20,6 +19,7 @@ import { BlackholeDns, DnsServer } from "../helpers/dns.ts";
 import { Relay } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk, type Reply } from "../helpers/smtp-talk.ts";
+import { metric } from "../helpers/observe.ts";
 
 const { publicKey, privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
 const KEY_RECORD = `v=DKIM1; k=rsa; p=${publicKey.export({ type: "spki", format: "der" }).toString("base64")}`;
@@ -62,11 +62,6 @@ async function relayWith(dnsServer: string, authentication: Record<string, unkno
 
 const vmRssKiB = (pid: number) => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN);
 
-async function metric(relay: Relay, name: string, labels: Record<string, string>): Promise<number> {
-  const families = parsePrometheus(await (await relay.admin("GET", "/metrics", null)).text());
-  const m = families.find((f) => f.name === name)?.metrics.find((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v));
-  return Number(m?.value ?? 0);
-}
 
 /** One message over SMTP; the final reply, read within `withinMs` of the end of the data. */
 async function sendRaw(relay: Relay, data: Buffer, withinMs: number): Promise<Reply> {

@@ -4,11 +4,11 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import parsePrometheus from "parse-prometheus-text-format";
 import { selfSigned } from "../helpers/certs.ts";
 import { BINARY, Relay, tempDir } from "../helpers/relay.ts";
 import { run } from "../helpers/run.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
+import { metric } from "../helpers/observe.ts";
 
 const PASSWORD = "correct horse battery staple";
 const relays: Relay[] = [];
@@ -43,11 +43,6 @@ async function session(port: number, from = "127.0.0.1"): Promise<SmtpTalk> {
 
 const plain = (password: string) => `AUTH PLAIN ${btoa(`\0alice\0${password}`)}`;
 
-async function metric(relay: Relay, name: string, labels: Record<string, string>): Promise<number> {
-  const families = parsePrometheus(await (await relay.admin("GET", "/metrics", null)).text());
-  const m = families.find((f) => f.name === name)?.metrics.find((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v));
-  return Number(m?.value ?? 0);
-}
 
 afterAll(async () => {
   for (const r of relays) {

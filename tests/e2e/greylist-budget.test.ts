@@ -4,11 +4,9 @@
 // metric. Rows are counted in policy.db itself, read the way an admin would.
 
 import { afterAll, describe, expect, test } from "bun:test";
-import { join } from "node:path";
-import { Database } from "bun:sqlite";
-import parsePrometheus from "parse-prometheus-text-format";
 import { Relay } from "../helpers/relay.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
+import { metric, policyCount } from "../helpers/observe.ts";
 
 const relays: Relay[] = [];
 afterAll(async () => {
@@ -30,20 +28,8 @@ async function relayWith(greylist: Record<string, unknown>): Promise<Relay> {
   return relay;
 }
 
-function greylistRows(relay: Relay): number {
-  const db = new Database(join(relay.dir, "state", "policy.db"), { readonly: true });
-  try {
-    return db.query<{ n: number }, []>("SELECT COUNT(*) AS n FROM greylist").get()!.n;
-  } finally {
-    db.close();
-  }
-}
+const greylistRows = (relay: Relay) => policyCount(relay, "SELECT COUNT(*) AS n FROM greylist");
 
-async function metric(relay: Relay, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const families = parsePrometheus(await (await relay.admin("GET", "/metrics", null)).text());
-  const m = families.find((f) => f.name === name)?.metrics.find((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v));
-  return Number(m?.value ?? 0);
-}
 
 /** One session from `from`: MAIL, then a RCPT per recipient; the replies to the RCPTs. */
 async function rcpts(relay: Relay, from: string, recipients: string[]) {

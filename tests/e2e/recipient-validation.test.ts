@@ -8,11 +8,10 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
-import { Database } from "bun:sqlite";
-import parsePrometheus from "parse-prometheus-text-format";
 import { Relay, tempDir } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk, type Reply } from "../helpers/smtp-talk.ts";
+import { metric, policyCount } from "../helpers/observe.ts";
 
 const KNOWN = new Set(["alice@smtp.test", "alice@lmtp.test", "bob@smtp.test"]);
 /** RCPTs each next hop saw, by address (probes included). */
@@ -64,20 +63,7 @@ async function rcpts(relay: Relay, recipients: string[]): Promise<Reply[]> {
 }
 const one = async (relay: Relay, rcpt: string) => (await rcpts(relay, [rcpt]))[0]!;
 
-async function metric(relay: Relay, name: string, labels: Record<string, string>): Promise<number> {
-  const families = parsePrometheus(await (await relay.admin("GET", "/metrics", null)).text());
-  const m = families.find((f) => f.name === name)?.metrics.find((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v));
-  return Number(m?.value ?? 0);
-}
 
-function rows(relay: Relay, sql: string): number {
-  const db = new Database(join(relay.dir, "state", "policy.db"), { readonly: true });
-  try {
-    return db.query<{ n: number }, []>(sql).get()!.n;
-  } finally {
-    db.close();
-  }
-}
 
 describe("static lists", () => {
   let relay: Relay;
@@ -156,8 +142,8 @@ describe("address verification against the next hop", () => {
     expect(smtpHop.connectionCount).toBe(connections);
     expect(seen.get("alice@smtp.test")).toBe(1);
     expect(seen.get("eve@smtp.test")).toBe(1);
-    expect(rows(relay, "SELECT COUNT(*) AS n FROM recipient_verify WHERE status = 'unknown'")).toBe(2);
-    expect(rows(relay, "SELECT COUNT(*) AS n FROM recipient_verify WHERE status = 'ok' AND expires_at - checked_at = 31 * 86400000")).toBe(2);
+    expect(policyCount(relay, "SELECT COUNT(*) AS n FROM recipient_verify WHERE status = 'unknown'")).toBe(2);
+    expect(policyCount(relay, "SELECT COUNT(*) AS n FROM recipient_verify WHERE status = 'ok' AND expires_at - checked_at = 31 * 86400000")).toBe(2);
     expect(await metric(relay, "mailraven_recipient_probes_total", { result: "unknown" })).toBe(2);
   });
 
@@ -165,7 +151,7 @@ describe("address verification against the next hop", () => {
     const r = await one(relay, "someone@down.test");
     expect(r.code).toBe(450);
     expect(r.text).toBe("4.1.1 <someone@down.test>: Recipient address rejected: unverified address: the next hop could not be asked, try again later");
-    expect(rows(relay, "SELECT COUNT(*) AS n FROM recipient_verify WHERE address = 'someone@down.test'")).toBe(0);
+    expect(policyCount(relay, "SELECT COUNT(*) AS n FROM recipient_verify WHERE address = 'someone@down.test'")).toBe(0);
   });
 
   test("a whole message to a known and an unknown recipient: only the known one is queued and delivered", async () => {
@@ -204,6 +190,6 @@ describe("settings", () => {
     const [unknown, known] = await rcpts(relay, ["nobody@list.test", "alice@list.test"]);
     expect(unknown!.code).toBe(550);
     expect(known!.code).toBe(451);
-    expect(rows(relay, "SELECT COUNT(*) AS n FROM greylist")).toBe(1);
+    expect(policyCount(relay, "SELECT COUNT(*) AS n FROM greylist")).toBe(1);
   });
 });
