@@ -292,7 +292,11 @@ async function main(): Promise<number> {
         underAttack: attacked && {
           p99Ratio: attacked.p99Ratio,
           throughputRatio: attacked.throughputRatio,
-          phases: [attacked.without, attacked.with].map(({ load, attack, ...p }) => ({ ...p, accepted: load.accepted, seconds: load.seconds, attack: attack && { sent: attack.sent, replies: Object.fromEntries(attack.replies) } })),
+          rounds: attacked.rounds.map((r) => ({
+            p99Ratio: r.p99Ratio,
+            throughputRatio: r.throughputRatio,
+            phases: [r.without, r.with].map(({ load, attack, ...p }) => ({ ...p, accepted: load.accepted, seconds: load.seconds, attack: attack && { sent: attack.sent, replies: Object.fromEntries(attack.replies) } })),
+          })),
         },
         queueLeftAfterStop: stopped.queued,
       };

@@ -37,7 +37,7 @@ export interface Knobs {
   /** Also write the results as JSON to this path. */
   readonly jsonOut: string | null;
   /** The "under attack" workload (ATTACK=0 skips it): normal messages per phase, and the attacker's message. */
-  readonly attack: { readonly messages: number; readonly signatures: number; readonly bodyBytes: number } | null;
+  readonly attack: { readonly messages: number; readonly signatures: number; readonly bodyBytes: number; readonly rounds: number } | null;
 }
 
 export function readKnobs(): Knobs {
@@ -59,6 +59,11 @@ export function readKnobs(): Knobs {
     attack:
       process.env.ATTACK === "0"
         ? null
-        : { messages: num("ATTACK_MESSAGES", 5000, 1, 10_000_000), signatures: num("ATTACK_SIGNATURES", 1000, 1, 100_000), bodyBytes: num("ATTACK_BODY", 2 * 1024 * 1024, 0, 50 * 1024 * 1024) },
+        : {
+            messages: num("ATTACK_MESSAGES", 5000, 1, 10_000_000),
+            signatures: num("ATTACK_SIGNATURES", 1000, 1, 100_000),
+            bodyBytes: num("ATTACK_BODY", 2 * 1024 * 1024, 0, 50 * 1024 * 1024),
+            rounds: num("ATTACK_ROUNDS", 3, 1, 20),
+          },
   };
 }

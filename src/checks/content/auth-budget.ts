@@ -23,7 +23,7 @@ export class Pacer {
   private last: number;
 
   constructor(
-    private readonly share = 0.25,
+    private readonly share = 0.1,
     private readonly burstMs = 50,
     private readonly now: () => number = () => performance.now(),
   ) {
