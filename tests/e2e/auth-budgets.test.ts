@@ -16,7 +16,7 @@ import type { ContentContext } from "../../src/checks/types.ts";
 import { Resolver } from "../../src/dns/resolver.ts";
 import { parseMailbox } from "../../src/smtp/address.ts";
 import { BlackholeDns, DnsServer } from "../helpers/dns.ts";
-import { Relay } from "../helpers/relay.ts";
+import { Relay, waitFor } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk, type Reply } from "../helpers/smtp-talk.ts";
 import { metric } from "../helpers/observe.ts";
@@ -132,13 +132,8 @@ describe("attacks on the relay, over SMTP", () => {
 });
 
 async function waitForMessage(subject: string): Promise<string> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const m = sink.messages.find((x) => x.raw.toString("latin1").includes(`Subject: ${subject}`));
-    if (m) return m.raw.toString("latin1");
-    if (Date.now() > deadline) throw new Error(`no message "${subject}" at the sink`);
-    await Bun.sleep(25);
-  }
+  const m = await waitFor(() => sink.messages.find((x) => x.raw.toString("latin1").includes(`Subject: ${subject}`)), 10_000, `the message "${subject}" at the sink`);
+  return m.raw.toString("latin1");
 }
 
 const authResults = (raw: string) => /^Authentication-Results:.*(?:\r\n[ \t].*)*/m.exec(raw)?.[0] ?? "";
