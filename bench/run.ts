@@ -292,10 +292,14 @@ async function main(): Promise<number> {
         underAttack: attacked && {
           p99Ratio: attacked.p99Ratio,
           throughputRatio: attacked.throughputRatio,
+          controlP99Ratio: attacked.controlP99Ratio,
+          controlThroughputRatio: attacked.controlThroughputRatio,
           rounds: attacked.rounds.map((r) => ({
             p99Ratio: r.p99Ratio,
             throughputRatio: r.throughputRatio,
-            phases: [r.without, r.with].map(({ load, attack, ...p }) => ({ ...p, accepted: load.accepted, seconds: load.seconds, attack: attack && { sent: attack.sent, replies: Object.fromEntries(attack.replies) } })),
+            controlP99Ratio: r.controlP99Ratio,
+            controlThroughputRatio: r.controlThroughputRatio,
+            phases: [r.without, r.control, r.with].map(({ load, attack, ...p }) => ({ ...p, accepted: load.accepted, seconds: load.seconds, attack: attack && { sent: attack.sent, replies: Object.fromEntries(attack.replies) } })),
           })),
         },
         queueLeftAfterStop: stopped.queued,
