@@ -3,7 +3,9 @@
 //   sink (smtp-sink or in-process smtp-server, counting) <- mailraven <- load client (this process)
 //
 // Workloads: (a) one connection per message, SESSIONS concurrent; (b) PERSISTENT_SESSIONS
-// sessions that reuse their connection; then IDLE_CONNS idle connections on a fresh relay.
+// sessions that reuse their connection; then IDLE_CONNS idle connections on a fresh relay;
+// (c) "under attack": (a) with sender authentication on, alone and beside a client sending
+// signature-heavy messages (bench/lib/under-attack.ts).
 // See bench/README.md for the knobs and for the same-run comparison with Postfix (compare.sh).
 
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -18,6 +20,7 @@ import { findSmtpSink, startServerSink, startSmtpSink, type Sink } from "./lib/s
 import { buildMessage, SmtpConn } from "./lib/smtp.ts";
 import { fmt, percentile, sortedCopy, table } from "./lib/stats.ts";
 import { DnsServer } from "../tests/helpers/dns.ts";
+import { measureUnderAttack, printUnderAttack } from "./lib/under-attack.ts";
 
 const BUILT = process.env.MAILRAVEN_BIN ? resolve(process.env.MAILRAVEN_BIN) : resolve(import.meta.dir, "../build/mailraven");
 /** The copy of BUILT that is measured: a rebuild during the run must not change what runs. */
@@ -272,10 +275,12 @@ async function main(): Promise<number> {
     const stopped = await relay.stop();
     relay = null;
     const defended = k.defenses ? await measureDefenses(k, dir, sink, payload) : null;
+    const attacked = await measureUnderAttack(k, BINARY, dir, sinkPort, payload, say);
 
     const idle = k.idleConns > 0 ? await measureIdle(k, dir, sinkPort) : null;
     printReport(k, binaryLabel, sink.kind, work, idle, stopped.queued);
     if (defended) printDefenses(work, defended);
+    if (attacked) printUnderAttack(attacked, k);
     if (k.jsonOut) {
       const plain = {
         date: new Date().toISOString(),
@@ -284,6 +289,19 @@ async function main(): Promise<number> {
         sink: sink.kind,
         workloads: work.map(({ load, ...w }) => ({ ...w, accepted: load.accepted, attempted: load.attempted, seconds: load.seconds, errors: Object.fromEntries(load.errors), stoppedBy: load.stoppedBy })),
         idle,
+        underAttack: attacked && {
+          p99Ratio: attacked.p99Ratio,
+          throughputRatio: attacked.throughputRatio,
+          controlP99Ratio: attacked.controlP99Ratio,
+          controlThroughputRatio: attacked.controlThroughputRatio,
+          rounds: attacked.rounds.map((r) => ({
+            p99Ratio: r.p99Ratio,
+            throughputRatio: r.throughputRatio,
+            controlP99Ratio: r.controlP99Ratio,
+            controlThroughputRatio: r.controlThroughputRatio,
+            phases: [r.without, r.control, r.with].map(({ load, attack, ...p }) => ({ ...p, accepted: load.accepted, seconds: load.seconds, attack: attack && { sent: attack.sent, replies: Object.fromEntries(attack.replies) } })),
+          })),
+        },
         queueLeftAfterStop: stopped.queued,
       };
       writeFileSync(k.jsonOut, JSON.stringify(plain, null, 2));

@@ -9,7 +9,7 @@ import type { Config } from "./config/types.ts";
 import { DeliveryWorker } from "./deliver/worker.ts";
 import { Live } from "./live.ts";
 import type { Logger } from "./log.ts";
-import { createMetrics, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
+import { createMetrics, registerPolicyGauge, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
 import { bounceFor } from "./queue/bounce.ts";
 import { QueueStore } from "./queue/store.ts";
 import { buildRuntime, withAcmeCertificate, type Runtime } from "./runtime.ts";
@@ -46,7 +46,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   const store = QueueStore.open(config.stateDir);
   const policy = PolicyStore.open(config.stateDir);
   const users = config.submission ? UserStore.open(config.stateDir) : null;
-  const authGuard = config.submission ? new AuthGuard(config.submission.authFailures, policy, log) : null;
+  const authGuard = config.submission ? new AuthGuard(config.submission, policy, log) : null;
   const apiKeys = config.api ? ApiKeyStore.open(config.stateDir) : null;
   const metrics = createMetrics();
   const services = pipelineServices(policy, users, metrics, log);
@@ -65,6 +65,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   cleanup.unref();
   registerQueueGauges(metrics, store);
   registerProcessMetrics(metrics, version);
+  registerPolicyGauge(metrics, policy);
   const worker = new DeliveryWorker({ config: () => runtime.get().config, store, log, metrics });
   const listeners: SmtpListener[] = [];
   let admin: AdminServer | null = null;

@@ -36,6 +36,8 @@ export interface Knobs {
   readonly defenses: boolean;
   /** Also write the results as JSON to this path. */
   readonly jsonOut: string | null;
+  /** The "under attack" workload (ATTACK=0 skips it): normal messages per phase, and the attacker's message. */
+  readonly attack: { readonly messages: number; readonly signatures: number; readonly bodyBytes: number; readonly rounds: number } | null;
 }
 
 export function readKnobs(): Knobs {
@@ -54,5 +56,14 @@ export function readKnobs(): Knobs {
     keep: process.env.KEEP === "1",
     defenses: process.env.DEFENSES !== "0",
     jsonOut: process.env.JSON_OUT && process.env.JSON_OUT.trim() !== "" ? process.env.JSON_OUT : null,
+    attack:
+      process.env.ATTACK === "0"
+        ? null
+        : {
+            messages: num("ATTACK_MESSAGES", 5000, 1, 10_000_000),
+            signatures: num("ATTACK_SIGNATURES", 1000, 1, 100_000),
+            bodyBytes: num("ATTACK_BODY", 2 * 1024 * 1024, 0, 50 * 1024 * 1024),
+            rounds: num("ATTACK_ROUNDS", 3, 1, 20),
+          },
   };
 }

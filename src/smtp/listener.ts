@@ -8,7 +8,7 @@ import type { Live } from "../live.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Runtime } from "../runtime.ts";
-import { anyContains } from "../net/cidr.ts";
+import { anyContains, clientKey } from "../net/cidr.ts";
 import { LRUCache } from "lru-cache";
 import { runStage } from "../checks/types.ts";
 import type { Verdict } from "../verdict.ts";
@@ -19,7 +19,9 @@ import { sessionHooks, type ListenerMode, type SessionDeps } from "./session.ts"
 const PREGREET_PASS_TTL_MS = 24 * 3_600_000;
 
 class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
+  /** Sessions per client key (the address, or an IPv6 client's /64), and each session's key. */
   private readonly perIp = new Map<string, number>();
+  private readonly keyOf = new WeakMap<RelayConnection, string>();
   /** Connect-stage verdicts, started when the client connects and awaited when its greeting is due. */
   private readonly connectVerdicts = new Map<string, Promise<Verdict>>();
   /** Made on the first pass: lru-cache allocates its capacity up front, and trusted-only relays never need it. */
@@ -67,17 +69,19 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     if (!this.certificateReady) return this.refuse(socket, ip, "421 4.7.0 TLS not available yet, try again later", "no_certificate");
     // Postfix-style: the refusal is the greeting, then the connection closes.
     if (this.connections.size >= smtp.maxConnections) return this.refuse(socket, ip, "421 4.3.2 Too many connections, try again later", "max_connections");
-    const current = this.perIp.get(ip) ?? 0;
+    const key = clientKey(ip, smtp.ipv6PrefixLength);
+    const current = this.perIp.get(key) ?? 0;
     if (current >= smtp.maxConnectionsPerIp) return this.refuse(socket, ip, "421 4.7.0 Too many connections from your IP address, try again later", "max_connections_per_ip");
-    this.perIp.set(ip, current + 1);
+    this.perIp.set(key, current + 1);
 
     const conn = new RelayConnection(this, socket, socketOptions);
+    this.keyOf.set(conn, key);
     conn.owner = this;
     conn.commandTimeoutMs = smtp.commandTimeoutMs;
     conn.authRequiresTls = this.mode === "submission";
     const trusted = anyContains(config.relay.relayNetworks, ip) || anyContains(config.defenses.allowlist, ip);
     // The pregreet test is for the MX port: users' mail programs on the submission ports are greeted at once.
-    const knownPolite = this.mode !== "mx" || trusted || smtp.greetingDelayMs === 0 || anyContains(smtp.greetingAllowlist, ip) || this.pregreetPassedIps.has(ip);
+    const knownPolite = this.mode !== "mx" || trusted || smtp.greetingDelayMs === 0 || anyContains(smtp.greetingAllowlist, ip) || this.pregreetPassedIps.has(key);
     conn.greetingDelayMs = knownPolite ? 0 : smtp.greetingDelayMs;
     // DNS lists and the rest run while the client waits for its greeting.
     const checks = this.mode === "mx" ? pipeline.connect : pipeline.connectSubmission;
@@ -101,10 +105,10 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
 
   connectionEnded(conn: RelayConnection): void {
     this.connectVerdicts.delete(conn.id);
-    const ip = conn.remoteAddress;
-    const n = (this.perIp.get(ip) ?? 1) - 1;
-    if (n <= 0) this.perIp.delete(ip);
-    else this.perIp.set(ip, n);
+    const key = this.keyOf.get(conn) ?? conn.remoteAddress;
+    const n = (this.perIp.get(key) ?? 1) - 1;
+    if (n <= 0) this.perIp.delete(key);
+    else this.perIp.set(key, n);
   }
 
   commandTimedOut(conn: RelayConnection): void {
@@ -113,12 +117,12 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
 
   earlyTalker(conn: RelayConnection): void {
     this.metrics.earlyTalkers.inc();
-    this.pregreetCache?.delete(conn.remoteAddress);
+    this.pregreetCache?.delete(this.keyOf.get(conn) ?? conn.remoteAddress);
     this.log.info("early talker refused", { cid: conn.id, client_ip: conn.remoteAddress, code: 554, status: "5.5.1" });
   }
 
   pregreetPassed(conn: RelayConnection): void {
-    this.pregreetPassedIps.set(conn.remoteAddress, true);
+    this.pregreetPassedIps.set(this.keyOf.get(conn) ?? conn.remoteAddress, true);
   }
 
   // Shared listeners (`this` is the connection), so an idle connection carries no closures.
