@@ -14,7 +14,7 @@ import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { readKnobs, type Knobs } from "./lib/knobs.ts";
 import { holdIdle, perConnection, persistent, type LoadOptions, type LoadResult } from "./lib/load.ts";
-import { atExit, busyPct, cpuMs, cpuStat, killChildrenOnExit, openFileLimit, rssKiB, rssSampler } from "./lib/proc.ts";
+import { atExit, busyPct, cpuMs, cpuStat, threadCpuMs, killChildrenOnExit, openFileLimit, rssKiB, rssSampler } from "./lib/proc.ts";
 import { binaryInfo, freePort, startRelay, tmpfsWarning, type Relay } from "./lib/relay.ts";
 import { findSmtpSink, startServerSink, startSmtpSink, type Sink } from "./lib/sink.ts";
 import { buildMessage, SmtpConn } from "./lib/smtp.ts";
@@ -42,6 +42,9 @@ interface WorkloadReport {
   readonly e2eSeconds: number | null;
   readonly delivered: number;
   readonly cpuMsPerMsg: number | null;
+  /** Of which the main thread (SMTP, queue commits) and the delivery thread. */
+  readonly mainMsPerMsg: number | null;
+  readonly deliveryMsPerMsg: number | null;
   readonly peakRssKiB: number;
   readonly machineBusyPct: number;
 }
@@ -61,6 +64,7 @@ async function measure(name: string, latencyLabel: string, relay: Relay, sink: S
   say(`${name}: ${k.messages} messages of ${k.size} B over ${sessions} sessions (limit ${k.timeLimitS} s)`);
   const base = sink.count();
   const cpu0 = cpuMs(relay.pid);
+  const threads0 = threadCpuMs(relay.pid);
   const sys0 = cpuStat();
   const rss = rssSampler(relay.pid, 250);
   const t0 = performance.now();
@@ -69,6 +73,7 @@ async function measure(name: string, latencyLabel: string, relay: Relay, sink: S
   const e2eSeconds = delivered ? (performance.now() - t0) / 1000 : null;
   const peakRssKiB = rss.stop();
   const cpu1 = cpuMs(relay.pid);
+  const threads1 = threadCpuMs(relay.pid);
   const machineBusyPct = busyPct(sys0, cpuStat());
   const sorted = sortedCopy(load.latenciesMs);
   const report: WorkloadReport = {
@@ -82,6 +87,8 @@ async function measure(name: string, latencyLabel: string, relay: Relay, sink: S
     e2eSeconds,
     delivered: sink.count() - base,
     cpuMsPerMsg: load.accepted > 0 ? (cpu1 - cpu0) / load.accepted : null,
+    mainMsPerMsg: load.accepted > 0 ? (threads1.main - threads0.main) / load.accepted : null,
+    deliveryMsPerMsg: load.accepted > 0 ? (threads1.workers - threads0.workers) / load.accepted : null,
     peakRssKiB,
     machineBusyPct,
   };
@@ -199,6 +206,8 @@ function printReport(k: Knobs, binaryLabel: string, sinkKind: string, work: Work
     ["end-to-end delivered msg/s", ...col((w) => (w.e2eSeconds === null ? "incomplete" : fmt(w.load.accepted / w.e2eSeconds)))],
     ["queue drain after last 250, s", ...col((w) => (w.e2eSeconds === null ? "-" : fmt(w.e2eSeconds - w.load.seconds, 2)))],
     ["relay CPU ms/msg", ...col((w) => fmt(w.cpuMsPerMsg, 3))],
+    ["  of which SMTP (main) thread", ...col((w) => fmt(w.mainMsPerMsg, 3))],
+    ["  of which delivery thread", ...col((w) => fmt(w.deliveryMsPerMsg, 3))],
     ["relay peak RSS MiB", ...col((w) => fmt(w.peakRssKiB / 1024))],
     ["machine busy % (2 cores, all)", ...col((w) => fmt(w.machineBusyPct, 0))],
   ];

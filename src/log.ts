@@ -50,6 +50,11 @@ export function stdoutWriter(journalStream: string | undefined): LogWriter {
   return isJournalStream(journalStream) ? journaldWriter : plainWriter;
 }
 
+/** stdoutWriter's lines, handed to `out` (the delivery thread's go to the SMTP thread, which writes them to stdout). */
+export function linesTo(journalStream: string | undefined, out: (text: string) => void): LogWriter {
+  return isJournalStream(journalStream) ? (line, level) => out(`<${PRIORITY[level]}>${line}`) : (line) => out(line);
+}
+
 export function createLogger(
   level: LogLevel,
   write: LogWriter = plainWriter,

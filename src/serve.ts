@@ -6,7 +6,7 @@ import { createAdminApp } from "./admin/app.ts";
 import { requestIp, startAdminServer, type AdminServer } from "./admin/server.ts";
 import { BackupRunner } from "./backup/runner.ts";
 import type { Config } from "./config/types.ts";
-import { DeliveryWorker } from "./deliver/worker.ts";
+import { DeliveryThread } from "./delivery-thread.ts";
 import { Live } from "./live.ts";
 import type { Logger } from "./log.ts";
 import { createMetrics, registerPolicyGauge, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
@@ -66,7 +66,11 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   registerQueueGauges(metrics, store);
   registerProcessMetrics(metrics, version);
   registerPolicyGauge(metrics, policy);
-  const worker = new DeliveryWorker({ config: () => runtime.get().config, store, log, metrics });
+  // Delivery runs on a thread of its own: the SMTP thread only commits its outcomes.
+  const worker = new DeliveryThread({ config: () => runtime.get().config, store, log, metrics });
+  runtime.onChange((next, previous) => {
+    if (next.config !== previous.config) worker.setConfig(next.config);
+  });
   const listeners: SmtpListener[] = [];
   let admin: AdminServer | null = null;
   let api: AdminServer | null = null;
@@ -179,6 +183,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
       await api?.stop();
       apiKeys?.close();
       clearInterval(cleanup);
+      worker.terminate();
       store.close();
       policy.close();
       users?.close();

@@ -2,7 +2,7 @@
 // ever signalled, by PID; all of them are killed when the benchmark exits, however it exits.
 
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 const children = new Set<ChildProcess>();
 
@@ -69,7 +69,36 @@ const CLK_TCK = (() => {
 
 /** utime + stime of a process (all its threads), in milliseconds. */
 export function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+  return statCpuMs(readFileSync(`/proc/${pid}/stat`, "latin1"));
+}
+
+/**
+ * CPU of the relay's main thread (SMTP, the queue's commits) and of its Bun Worker threads (the
+ * delivery thread; the kernel names them "Worker"), in milliseconds; the rest (JIT, GC) is
+ * cpuMs() minus both.
+ */
+export function threadCpuMs(pid: number): { main: number; workers: number } {
+  let main = 0;
+  let workers = 0;
+  let tasks: string[] = [];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return { main, workers };
+  }
+  for (const tid of tasks) {
+    try {
+      const ms = statCpuMs(readFileSync(`/proc/${pid}/task/${tid}/stat`, "latin1"));
+      if (tid === String(pid)) main = ms;
+      else if (readFileSync(`/proc/${pid}/task/${tid}/comm`, "latin1").trim() === "Worker") workers += ms;
+    } catch {
+      // the thread ended
+    }
+  }
+  return { main, workers };
+}
+
+function statCpuMs(stat: string): number {
   // Fields after the command name, which may itself contain spaces and parentheses.
   const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const utime = Number(rest[11]);

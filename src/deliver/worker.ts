@@ -8,12 +8,11 @@ import { routeFor } from "../checks/relay-policy.ts";
 import type { Config, Route } from "../config/types.ts";
 import { Resolver } from "../dns/resolver.ts";
 import type { Logger } from "../log.ts";
-import type { Metrics } from "../metrics.ts";
 import { parseMailbox } from "../smtp/address.ts";
 import { nextAttemptAt } from "../queue/backoff.ts";
 import { reportFor } from "../queue/bounce.ts";
 import { notifies, type FailedRecipient, type ReportedRecipient } from "../queue/dsn.ts";
-import type { DueRecipient, QueueStore, RecipientOutcome } from "../queue/store.ts";
+import type { DueRecipient, NewMessage, RecipientOutcome, StoredBody } from "../queue/store.ts";
 import { openMx, openRoute } from "./connect.ts";
 import { sendStored } from "./outbound-message.ts";
 import { MtaStsPolicies } from "./mta-sts.ts";
@@ -35,11 +34,33 @@ const LOW_WATERMARK = 200;
 /** Jobs held in memory waiting for a free connection; past this the queue stays on disk. */
 const MAX_WAITING = 2000;
 
+/**
+ * What delivery needs of the queue: reads, and one write (the outcomes of an attempt with the
+ * reports they produce). The queue store itself, or, on the delivery thread, a connection of
+ * its own for the reads and the SMTP thread's group commit for the write (deliver/thread.ts).
+ */
+export interface DeliveryQueue {
+  dueAfter(afterMessageId: string, now: number, limit: number): DueRecipient[];
+  due(now: number, limit: number): DueRecipient[];
+  nextDueAt(): number | null;
+  body(messageId: string): StoredBody;
+  newId(now: number): string;
+  record(outcomes: readonly RecipientOutcome[], bounces: readonly NewMessage[], messageIds: readonly string[]): Promise<unknown>;
+}
+
+/** The counters delivery keeps (metrics.ts; on the delivery thread, deltas sent to its registry). */
+export interface DeliveryMetrics {
+  readonly deliveryAttempts: { inc(labels: { route: string; outcome: "delivered" | "deferred" | "failed" }): void };
+  readonly deliverySeconds: { observe(seconds: number): void };
+  readonly deliveryNoRoute: { inc(n: number): void };
+  readonly bouncesQueued: { inc(): void };
+}
+
 export interface WorkerDeps {
   /** The configuration in force now (it changes on reload). */
   readonly config: () => Config;
-  readonly metrics: Metrics;
-  readonly store: QueueStore;
+  readonly metrics: DeliveryMetrics;
+  readonly store: DeliveryQueue;
   readonly log: Logger;
   readonly now?: () => number;
 }

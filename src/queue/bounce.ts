@@ -36,7 +36,10 @@ export function bounceFor(store: QueueStore, config: Config, log: Logger, b: Bou
   return reportFor(store, config, log, { messageId: b.messageId, sender: b.sender, receivedAt: b.receivedAt, action: "failed", recipients: b.failed }, now);
 }
 
-export async function reportFor(store: QueueStore, config: Config, log: Logger, r: ReportOf, now: number): Promise<NewMessage | null> {
+/** What a report needs of the queue: the original message, and an id for the report. */
+export type ReportSource = Pick<QueueStore, "body" | "newId">;
+
+export async function reportFor(store: ReportSource, config: Config, log: Logger, r: ReportOf, now: number): Promise<NewMessage | null> {
   if (r.recipients.length === 0 || r.sender === "") return null;
   const senderBox = parseMailbox(r.sender);
   const route = senderBox && routeFor(config.relay, senderBox, config.outbound.mxDelivery);

@@ -24,6 +24,11 @@ export interface RelayOptions {
   readonly dir?: string;
   /** Added to the environment, e.g. NODE_EXTRA_CA_CERTS for a test CA. */
   readonly env?: Record<string, string>;
+  /**
+   * Start it as systemd would with stdout connected to journald: JOURNAL_STREAM names its
+   * stdout (device:inode), so log lines carry a "<N>" priority and arrive as level "raw".
+   */
+  readonly journal?: boolean;
 }
 
 export class Relay {
@@ -57,17 +62,21 @@ export class Relay {
     const configPath = join(dir, "mailraven.yaml");
     writeFileSync(configPath, JSON.stringify(doc, null, 2)); // JSON is YAML
     const env = opts.env ? { ...process.env, ...opts.env } : undefined;
-    const proc = Bun.spawn([BINARY, "serve", "--config", configPath], { stdin: "ignore", stdout: "pipe", stderr: "pipe", ...(env ? { env } : {}) });
+    const argv = opts.journal
+      ? ["sh", "-c", 'JOURNAL_STREAM=$(stat -L -c %d:%i /proc/$$/fd/1) exec "$0" serve --config "$1"', BINARY, configPath]
+      : [BINARY, "serve", "--config", configPath];
+    const proc = Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe", ...(env ? { env } : {}) });
     const relay = new Relay(proc, dir);
     const listening = await Promise.race([
-      relay.waitForLog((l) => l.msg === "mailraven started", 15_000),
+      relay.waitForLog((l) => journalLine(l).msg === "mailraven started", 15_000),
       relay.exited.then((code) => {
         throw new Error(`mailraven exited with ${code} before listening: ${relay.stderr}`);
       }),
     ]);
     void listening;
-    relay.port = Number(relay.logs.find((l) => l.msg === "smtp listening")!.port);
-    relay.adminPort = Number(relay.logs.find((l) => l.msg === "admin listening")?.port ?? 0);
+    const field = (msg: string) => relay.logs.map(journalLine).find((l) => l.msg === msg);
+    relay.port = Number(field("smtp listening")!.port);
+    relay.adminPort = Number(field("admin listening")?.port ?? 0);
     relay.configPath = configPath;
     return relay;
   }
@@ -139,6 +148,12 @@ export class Relay {
       }
     }
   }
+}
+
+/** A line logged to journald ("<6>{...}", level "raw") as the JSON it carries, with its priority; other lines as they are. */
+export function journalLine(l: LogLine): LogLine & { priority?: number } {
+  const m = l.level === "raw" ? /^<(\d)>(\{.*\})$/.exec(l.msg) : null;
+  return m ? { ...(JSON.parse(m[2]!) as LogLine), priority: Number(m[1]) } : l;
 }
 
 /** What is in a relay's queue right now, read the way an admin would (the WAL allows a reader). */
