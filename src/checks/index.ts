@@ -4,7 +4,7 @@
 //   connect -> blocklist, connection rate, DNS lists      (before the greeting, in parallel with its delay)
 //   mail    -> rate limits
 //   rcpt    -> relay policy, greylisting
-//   data    -> size, bare newlines, hop count
+//   data    -> size, header size, NUL octets, bare newlines, hop count
 //   content -> SPF/DKIM/DMARC/ARC, clamd, spamd           (may add and remove headers)
 //   queue   -> queue/store.ts commits; deliver -> deliver/worker.ts
 
@@ -25,7 +25,7 @@ import { userRateLimit } from "./submission/user-rate-limit.ts";
 import { blocklistCheck } from "./connect/blocklist.ts";
 import { connectionCounts, connectionRateCheck, type ConnectionCounts } from "./connect/connection-rate.ts";
 import { dnsblCache, dnsblCheck, type DnsblCache } from "./connect/dnsbl.ts";
-import { bareNewline, hopCount, messageSize } from "./data-policy.ts";
+import { bareNewline, headerSize, hopCount, messageSize, nulOctets } from "./data-policy.ts";
 import { greylistCache, greylistCheck, type GreylistCache } from "./envelope/greylist.ts";
 import { buckets, rateLimitCheck, type Buckets } from "./envelope/rate-limit.ts";
 import { relayPolicy } from "./relay-policy.ts";
@@ -166,7 +166,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
     connectSubmission,
     mail,
     rcpt,
-    data: [messageSize(config.smtp.maxMessageSize), bareNewline, hopCount(config.smtp.maxHops)],
+    data: [messageSize(config.smtp.maxMessageSize), headerSize(config.smtp.maxHeaderSize, config.smtp.maxHeaderSection), nulOctets, bareNewline, hopCount(config.smtp.maxHops)],
     content,
     signer,
   };

@@ -14,6 +14,7 @@ import { systemServers } from "../dns/resolver.ts";
 import { parseOutbound } from "./outbound.ts";
 import { parseSubmission } from "./submission.ts";
 import { checkAcmePrecedence, parseAcme } from "./acme.ts";
+import { minFreeSpace, SMTP_HARDENING_KEYS, smtpHardening } from "./smtp-hardening.ts";
 
 const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h"];
 const DEFAULT_PORTS = { smtp: 25, lmtp: 24 } as const;
@@ -49,9 +50,10 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
   const smtpObj = r.section(top.smtp, "smtp", [
     "listen", "max_connections", "max_connections_per_ip", "idle_timeout", "command_timeout", "max_message_size",
     "max_recipients", "max_line_length", "max_hops", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls",
+    ...SMTP_HARDENING_KEYS,
   ]);
   const relayObj = r.section(top.relay, "relay", ["domains", "relay_networks", "smarthost"]);
-  const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size"]);
+  const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size", "min_free_space"]);
   const deliveryObj = r.section(top.delivery, "delivery", ["concurrency_per_route", "connect_timeout", "timeout", "idle_connection_ttl"]);
   const adminObj = r.section(top.admin, "admin", ["enabled", "listen", "token", "token_file", "token_env", "tls"]);
   const backupObj = r.section(top.backup, "backup", ["dir", "keep"]);
@@ -85,6 +87,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       greetingAllowlist: cidrs(r, smtpObj, "greeting_allowlist", "smtp", []),
       shutdownTimeoutMs: r.duration(smtpObj, "shutdown_timeout", "smtp", 30_000),
       tls: smtpTls,
+      ...smtpHardening(r, smtpObj),
     },
     relay: {
       domains: domains(r, relayObj, domainPolicy),
@@ -94,6 +97,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     queue: {
       retryScheduleMs: retrySchedule(r, queueObj),
       inlineMaxSize: r.size(queueObj, "inline_max_size", "queue", 128 * 1024, 0),
+      minFreeSpace: minFreeSpace(r, queueObj, smtpObj),
     },
     delivery: {
       // Postfix's default_destination_concurrency_limit.

@@ -37,6 +37,20 @@ export interface SmtpConfig {
   readonly greetingAllowlist: readonly Cidr[];
   readonly shutdownTimeoutMs: number;
   readonly tls: TlsFiles | null;
+  /** Message content (DATA, or all the chunks of BDAT) must arrive within this. */
+  readonly dataTimeoutMs: number;
+  /** Bytes per second content must keep arriving at (Postfix's smtpd_min_data_rate); 0: none. */
+  readonly minDataRate: number;
+  /** NUL octets in content: removed, or the message refused (Postfix's message_strip_characters / message_reject_characters). */
+  readonly nulBytes: "strip" | "reject";
+  /** One header field, folded lines included (Postfix's header_size_limit); larger: 552 5.3.4. */
+  readonly maxHeaderSize: number;
+  /** The whole header section; larger: 552 5.3.4. */
+  readonly maxHeaderSection: number;
+  /** Error replies without a message accepted before the session is closed (Postfix's smtpd_hard_error_limit). */
+  readonly errorLimit: number;
+  /** A listener this full (percent of max_connections; 0: never) is under stress: shorter limits below. */
+  readonly stress: { readonly threshold: number; readonly timeoutMs: number; readonly errorLimit: number };
 }
 
 export interface RelayConfig {
@@ -50,6 +64,8 @@ export interface RelayConfig {
 export interface QueueConfig {
   readonly retryScheduleMs: readonly number[];
   readonly inlineMaxSize: number;
+  /** Free space the state directory keeps; below it MAIL gets "452 4.3.1" (Postfix's queue_minfree). */
+  readonly minFreeSpace: number;
 }
 
 export interface DeliveryConfig {

@@ -12,7 +12,7 @@ import { Spool } from "./spool.ts";
 export interface NewMessage {
   readonly id: string;
   readonly sender: string;
-  readonly recipients: readonly { readonly address: string; readonly route: string }[];
+  readonly recipients: readonly { readonly address: string; readonly route: string; readonly notify?: readonly ("NEVER" | "SUCCESS" | "FAILURE" | "DELAY")[] | null; readonly orcpt?: string | null }[];
   /** The header section as it will be sent on (our trace headers first), with its blank line. */
   readonly head: Uint8Array;
   /** The body after the header section, unless it is in the spool. */
@@ -20,6 +20,12 @@ export interface NewMessage {
   readonly size: number;
   readonly receivedAt: number;
   readonly clientIp: string;
+  /** The client's BODY= (RFC 6152); null when it gave none. */
+  readonly bodyType?: "7BIT" | "8BITMIME" | null;
+  /** The client asked for SMTPUTF8 (RFC 6531). */
+  readonly smtputf8?: boolean;
+  /** RFC 3461 RET and ENVID of the transaction. */
+  readonly dsn?: { readonly ret: "FULL" | "HDRS" | null; readonly envid: string | null } | null;
 }
 
 export interface DueRecipient {
