@@ -196,7 +196,8 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
   }
 
   override handler_MAIL(command: Buffer, callback: () => void): void {
-    const refusal = checkMail(command, { maxSize: Number(this._server.options.size) || Infinity, auth: this._isSupported("AUTH") });
+    const options = this._server.options;
+    const refusal = checkMail(command, { maxSize: Number(options.size) || Infinity, auth: this._isSupported("AUTH"), dsn: !options.hideDSN });
     if (refusal) return this.reply(refusal.code, `${refusal.status} ${refusal.text}`, callback);
     super.handler_MAIL(command, callback);
   }
@@ -204,7 +205,7 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
   override handler_RCPT(command: Buffer, callback: () => void): void {
     if (this.bdat) return this.reply(503, "5.5.1 Error: RCPT after BDAT", callback);
     const envelope = this.session.envelope;
-    const refusal = envelope.mailFrom ? checkRcpt(command, !!envelope.smtpUtf8) : null;
+    const refusal = envelope.mailFrom ? checkRcpt(command, !!envelope.smtpUtf8, !this._server.options.hideDSN) : null;
     if (refusal) return this.reply(refusal.code, `${refusal.status} ${refusal.text}`, callback);
     super.handler_RCPT(command, callback);
   }

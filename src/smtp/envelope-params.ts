@@ -18,6 +18,8 @@ export interface MailOptions {
   readonly maxSize: number;
   /** AUTH is offered on this listener (submission): MAIL FROM may carry AUTH= (RFC 4954 5). */
   readonly auth: boolean;
+  /** DSN is offered: RET and ENVID on MAIL FROM, NOTIFY and ORCPT on RCPT TO (RFC 3461 4). */
+  readonly dsn: boolean;
 }
 
 const KEYWORD = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
@@ -61,10 +63,12 @@ export function checkMail(line: Uint8Array, opts: MailOptions): Refusal | null {
         smtputf8 = true;
         break;
       case "RET":
+        if (!opts.dsn) return unknown(key);
         if (value === null || !/^(?:FULL|HDRS)$/i.test(value)) return malformed("Bad RET parameter: FULL or HDRS");
         break;
       case "ENVID":
         // RFC 3461 4.4: xtext, at most 100 characters.
+        if (!opts.dsn) return unknown(key);
         if (value === null || value.length > 100 || !printableXtext(value)) return malformed("Bad ENVID parameter syntax");
         break;
       case "AUTH":
@@ -79,7 +83,7 @@ export function checkMail(line: Uint8Array, opts: MailOptions): Refusal | null {
 }
 
 /** The refusal for a RCPT TO command; `smtputf8`: the transaction's MAIL FROM carried SMTPUTF8. */
-export function checkRcpt(line: Uint8Array, smtputf8: boolean): Refusal | null {
+export function checkRcpt(line: Uint8Array, smtputf8: boolean, dsn = true): Refusal | null {
   const cmd = splitCommand(line);
   if (!cmd) return null;
   const seen = new Set<string>();
@@ -89,9 +93,11 @@ export function checkRcpt(line: Uint8Array, smtputf8: boolean): Refusal | null {
     const { key, value } = p;
     switch (key) {
       case "NOTIFY":
+        if (!dsn) return unknown(key);
         if (value === null || !NOTIFY.test(value)) return malformed("Bad NOTIFY parameter: NEVER, or SUCCESS, FAILURE and DELAY separated by commas");
         break;
       case "ORCPT": {
+        if (!dsn) return unknown(key);
         const m = value === null ? null : ORCPT.exec(value);
         if (!m || value!.length > 500 || !printableXtext(m[1]!)) return malformed("Bad ORCPT parameter syntax");
         break;

@@ -236,6 +236,8 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
       hideENHANCEDSTATUSCODES: false,
       // We do not enforce TLS on the way out, so we must not offer it (RFC 8689 4.1).
       hideREQUIRETLS: true,
+      // DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID are kept with the message and passed on.
+      hideDSN: false,
       disableReverseLookup: true,
       logger: false,
       ...modeOptions,

@@ -17,8 +17,10 @@ beforeAll(async () => {
   sink = await Sink.start();
   // Only 127.0.0.2 is trusted: 127.0.0.1 plays the internet.
   const relayConfig = { domains: { "dest.test": sink.route }, relay_networks: ["127.0.0.2/32"] };
-  relay = await Relay.start({ config: { relay: relayConfig } });
-  delayed = await Relay.start({ config: { relay: relayConfig, smtp: { greeting_delay: "400ms" } } });
+  // Many short sessions from one address: the per-IP connection rate limit is not under test here.
+  const defenses = { connection_rate: 0 };
+  relay = await Relay.start({ config: { relay: relayConfig, defenses } });
+  delayed = await Relay.start({ config: { relay: relayConfig, smtp: { greeting_delay: "400ms" }, defenses } });
 });
 afterAll(async () => {
   for (const r of [relay, delayed]) {

@@ -7,7 +7,7 @@ import { decodeXtext, isXtext } from "../../src/mail/xtext.ts";
 import { isValidUtf8 } from "../../src/mail/utf8.ts";
 
 const line = (s: string | number[]) => (typeof s === "string" ? Buffer.from(s, "latin1") : Buffer.from(s));
-const mail = (s: string, auth = false) => checkMail(line(s), { maxSize: 1000, auth });
+const mail = (s: string, auth = false) => checkMail(line(s), { maxSize: 1000, auth, dsn: true });
 const rcpt = (s: string, smtputf8 = false) => checkRcpt(line(s), smtputf8);
 const utf8Path = (prefix: string, bytes: number[], suffix: string) => [...Buffer.from(prefix), ...bytes, ...Buffer.from(suffix)];
 
@@ -91,15 +91,20 @@ describe("path bytes: 553 5.6.7", () => {
   ])("invalid UTF-8 (%s), with or without SMTPUTF8", (_n, bytes) => {
     const r = checkRcpt(line(utf8Path("RCPT TO:<a", bytes, "@b.test>")), true);
     expect(r).toEqual({ code: 553, status: "5.6.7", text: "Address is not valid UTF-8" });
-    expect(checkMail(line(utf8Path("MAIL FROM:<a", bytes, "@b.test> SMTPUTF8")), { maxSize: 1000, auth: false })?.text).toBe("Address is not valid UTF-8");
+    expect(checkMail(line(utf8Path("MAIL FROM:<a", bytes, "@b.test> SMTPUTF8")), { maxSize: 1000, auth: false, dsn: true })?.text).toBe("Address is not valid UTF-8");
   });
 
   test("non-ASCII needs SMTPUTF8 (RFC 6531 3.4)", () => {
     const joerg = utf8Path("RCPT TO:<j", [0xc3, 0xb6], "rg@b.test>");
     expect(checkRcpt(line(joerg), false)).toEqual({ code: 553, status: "5.6.7", text: "Non-ASCII address needs SMTPUTF8" });
     expect(checkRcpt(line(joerg), true)).toBeNull();
-    expect(checkMail(line(utf8Path("MAIL FROM:<j", [0xc3, 0xb6], "rg@b.test>")), { maxSize: 1, auth: false })?.code).toBe(553);
-    expect(checkMail(line(utf8Path("MAIL FROM:<j", [0xc3, 0xb6], "rg@b.test> SMTPUTF8")), { maxSize: 1, auth: false })).toBeNull();
+    expect(checkMail(line(utf8Path("MAIL FROM:<j", [0xc3, 0xb6], "rg@b.test>")), { maxSize: 1, auth: false, dsn: true })?.code).toBe(553);
+    expect(checkMail(line(utf8Path("MAIL FROM:<j", [0xc3, 0xb6], "rg@b.test> SMTPUTF8")), { maxSize: 1, auth: false, dsn: true })).toBeNull();
+  });
+
+  test("DSN parameters are unknown where DSN is not offered", () => {
+    expect(checkMail(line("MAIL FROM:<a@b.test> RET=FULL"), { maxSize: 1, auth: false, dsn: false })?.code).toBe(555);
+    expect(checkRcpt(line("RCPT TO:<a@b.test> NOTIFY=NEVER"), false, false)?.code).toBe(555);
   });
 
   test("lines without a bracketed path are left to smtp-server (501)", () => {
