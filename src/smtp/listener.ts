@@ -141,14 +141,17 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     this.log.warn(stressed ? "stress mode entered" : "stress mode left", { listener: this.label, connections: this.connections.size, max_connections: smtp.maxConnections, idle_timeout_ms: this.options.socketTimeout, error_limit: this.limits.errorLimit });
   }
 
-  /** The limits for the current config and stress state; idle sessions get the new idle timeout at once. */
+  /**
+   * The limits for the current config and stress state. A shorter idle timeout applies to idle
+   * sessions at once (that is how stress frees slots); a longer one from their next command.
+   */
   applyLimits(): void {
     const config = this.runtime.get().config;
     this.limits = sessionLimits(config, this.stressed);
     const idle = this.stressed ? Math.min(config.smtp.stress.timeoutMs, config.smtp.idleTimeoutMs) : config.smtp.idleTimeoutMs;
-    if (this.options.socketTimeout === idle) return;
+    const shorter = idle < (this.options.socketTimeout ?? Infinity);
     this.options.socketTimeout = idle;
-    for (const c of this.connections as Set<RelayConnection>) if (!c._closing && !c._upgrading) c._armTimeout();
+    if (shorter) for (const c of this.connections as Set<RelayConnection>) if (!c._closing && !c._upgrading) c._armTimeout();
   }
 
   earlyTalker(conn: RelayConnection): void {
