@@ -176,7 +176,7 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
     if (this.bdat) {
       this.bdat.abort();
       this.bdat = null;
-      this.clock?.stopContent();
+      this.contentEnded();
     }
   }
 
@@ -267,18 +267,20 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
       return next();
     }
     t.end();
-    this.clock?.stopContent();
+    this.contentEnded();
     this.afterBdat = next;
     if (t.outcome) this.finishBdat(t);
   }
 
   inputArrived(bytes: number, lineOpen: boolean): void {
     (this.clock ??= new InputClock()).input(Date.now(), bytes, lineOpen, this.limits);
-    this.armDeadline();
+    // An armed timer looks again when it fires (input only moves deadlines later).
+    if (!this.deadlineTimer) this.armDeadline();
   }
 
   contentEnded(): void {
     this.clock?.stopContent();
+    this.armDeadline(); // usually: nothing due, so the timer goes rather than wait to fire
   }
 
   /** The deadline timer fired: the client is overdue, or a top-up moved the deadline later. */
