@@ -20,12 +20,12 @@ beforeAll(async () => {
       defenses: { connection_rate: 0 },
     },
   });
-});
+}, 60_000);
 afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await sink.close();
-});
+}, 60_000);
 
 async function mailRcpt(): Promise<SmtpTalk> {
   const { talk } = await SmtpTalk.open(relay.port);

@@ -17,14 +17,14 @@ beforeAll(async () => {
   const relayConfig = { domains: { "dest.test": sink.route }, relay_networks: ["127.0.0.2/32"] };
   relay = await Relay.start({ config: { relay: relayConfig, smtp: { max_hops: 5, max_header_size: "4KiB", max_header_section: "16KiB" } } });
   strict = await Relay.start({ config: { relay: relayConfig, smtp: { nul_bytes: "reject" } } });
-});
+}, 60_000);
 afterAll(async () => {
   for (const r of [relay, strict]) {
     await r.stop();
     r.cleanup();
   }
   await sink.close();
-});
+}, 60_000);
 
 async function send(r: Relay, content: string | Buffer): Promise<{ code: number; text: string }> {
   const { talk } = await SmtpTalk.open(r.port);

@@ -28,14 +28,14 @@ beforeAll(async () => {
       smtp: { max_connections: 5, max_connections_per_ip: 5, idle_timeout: "60s", stress: { threshold: 60, timeout: "1s", error_limit: 1 } },
     },
   });
-});
+}, 60_000);
 afterAll(async () => {
   for (const r of [relay, stress]) {
     await r.stop();
     r.cleanup();
   }
   await sink.close();
-});
+}, 60_000);
 
 async function inData(port = relay.port, command = "DATA"): Promise<SmtpTalk> {
   const { talk } = await SmtpTalk.open(port);

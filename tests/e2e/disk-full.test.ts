@@ -73,14 +73,14 @@ beforeAll(async () => {
     dir,
     config: { relay: { domains: { "dest.test": sink.route } }, smtp: { max_message_size: "1MiB" }, queue: { min_free_space: "3MiB" } },
   });
-});
+}, 60_000);
 afterAll(async () => {
   if (!mounted) return rmSync(dir, { recursive: true, force: true });
   await relay?.stop();
   await sink?.close();
   Bun.spawnSync(["umount", state]);
   relay?.cleanup();
-});
+}, 60_000);
 
 describe.skipIf(!mounted)("a full state directory (8 MiB tmpfs)", () => {
   test("with room to spare: mail is taken and /health is ok", async () => {

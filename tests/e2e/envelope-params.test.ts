@@ -22,14 +22,14 @@ beforeAll(async () => {
   const defenses = { connection_rate: 0 };
   relay = await Relay.start({ config: { relay: { domains: { "dest.test": sink.route, "other.test": sink.route }, relay_networks: ["127.0.0.2/32"] }, defenses } });
   holding = await Relay.start({ config: { relay: { domains: { "xn--bcher-kva.test": "smtp://127.0.0.1:1" }, relay_networks: ["127.0.0.2/32"] }, queue: { retry_schedule: ["1h"] }, defenses } });
-});
+}, 60_000);
 afterAll(async () => {
   for (const r of [relay, holding]) {
     await r.stop();
     r.cleanup();
   }
   await sink.close();
-});
+}, 60_000);
 
 async function session(port = relay.port): Promise<SmtpTalk> {
   const { talk, greeting } = await SmtpTalk.open(port);

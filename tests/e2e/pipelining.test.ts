@@ -21,14 +21,14 @@ beforeAll(async () => {
   const defenses = { connection_rate: 0 };
   relay = await Relay.start({ config: { relay: relayConfig, defenses } });
   delayed = await Relay.start({ config: { relay: relayConfig, smtp: { greeting_delay: "400ms" }, defenses } });
-});
+}, 60_000);
 afterAll(async () => {
   for (const r of [relay, delayed]) {
     await r.stop();
     r.cleanup();
   }
   await sink.close();
-});
+}, 60_000);
 
 const SMUGGLED = "MAIL FROM:<ceo@dest.test>\r\nRCPT TO:<bob@dest.test>\r\nDATA\r\nSubject: smuggled\r\n\r\npay now\r\n.\r\n";
 
