@@ -273,6 +273,8 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
   }
 
   inputArrived(bytes: number, lineOpen: boolean): void {
+    // Whole command lines owe nothing: an idle session carries no clock until it is needed.
+    if (!this.clock && !lineOpen) return;
     (this.clock ??= new InputClock()).input(Date.now(), bytes, lineOpen, this.limits);
     // An armed timer looks again when it fires (input only moves deadlines later).
     if (!this.deadlineTimer) this.armDeadline();

@@ -43,12 +43,12 @@ export function envelopeParams(env: SMTPServerEnvelope): Pick<NewMessage, "bodyT
   };
 }
 
-/** The recipients with their NOTIFY and ORCPT (xtext decoded), each address once. */
-export function recipientList(rcpts: readonly SMTPServerAddress[], route: (m: Mailbox) => string): Recipient[] {
+/** The recipients with their NOTIFY and ORCPT (xtext decoded), each address once; `parsed[i]` is rcpts[i] parsed. */
+export function recipientList(rcpts: readonly SMTPServerAddress[], parsed: readonly (Mailbox | undefined)[], route: (m: Mailbox) => string): Recipient[] {
   const seen = new Set<string>();
   const out: Recipient[] = [];
-  for (const r of rcpts) {
-    const m = parseMailbox(r.address);
+  for (const [i, r] of rcpts.entries()) {
+    const m = parsed[i];
     if (!m || seen.has(r.address.toLowerCase())) continue;
     seen.add(r.address.toLowerCase());
     out.push({ address: r.address, route: route(m), notify: (r.dsn?.notify as Notify[] | undefined) ?? null, orcpt: r.dsn?.orcpt ?? null });

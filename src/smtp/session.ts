@@ -164,7 +164,8 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
       const id = store.newId(started);
       const info = client(config, session);
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
-      const recipients = session.envelope.rcptTo.map((r) => parseMailbox(r.address)).filter((m): m is Mailbox => !!m);
+      const parsed = session.envelope.rcptTo.map((r) => parseMailbox(r.address));
+      const recipients = parsed.filter((m): m is Mailbox => !!m);
       const body = new BodyCollector(store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize, config.smtp);
       stream.on("data", (chunk: Buffer) => body.push(chunk));
       stream.on("error", (err: Error & { code?: string }) => {
@@ -218,7 +219,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
           await store.enqueue({
             id,
             sender,
-            recipients: recipientList(session.envelope.rcptTo, (r) => routeFor(config.relay, r, config.outbound.mxDelivery)?.uri ?? ""),
+            recipients: recipientList(session.envelope.rcptTo, parsed, (r) => routeFor(config.relay, r, config.outbound.mxDelivery)?.uri ?? ""),
             head,
             inlineBody,
             size: head.length + body.bodyLength,

@@ -21,14 +21,12 @@ describe("envelopeParams", () => {
 
 describe("recipientList", () => {
   test("NOTIFY and ORCPT per recipient, each address once, routes from the caller", () => {
-    const list = recipientList(
-      [
-        { address: "bob@dest.test", args: false, dsn: { notify: ["SUCCESS", "DELAY"], orcpt: "rfc822;bob@dest.test" } },
-        { address: "Bob@dest.test", args: false },
-        { address: "carol@dest.test", args: false },
-      ],
-      (m) => `route-${m.domain}`,
-    );
+    const rcpts = [
+      { address: "bob@dest.test", args: false as const, dsn: { notify: ["SUCCESS", "DELAY"], orcpt: "rfc822;bob@dest.test" } },
+      { address: "Bob@dest.test", args: false as const },
+      { address: "carol@dest.test", args: false as const },
+    ];
+    const list = recipientList(rcpts, rcpts.map((r) => parseMailbox(r.address)), (m) => `route-${m.domain}`);
     expect(list).toEqual([
       { address: "bob@dest.test", route: "route-dest.test", notify: ["SUCCESS", "DELAY"], orcpt: "rfc822;bob@dest.test" },
       { address: "carol@dest.test", route: "route-dest.test", notify: null, orcpt: null },
