@@ -8,6 +8,7 @@
 import { Readable } from "node:stream";
 import { createReadStream } from "node:fs";
 import type { Spool, SpoolWriter } from "../queue/spool.ts";
+import { ContentScan } from "../mime/scan.ts";
 import { HeaderScanner } from "./header-scan.ts";
 
 const CR = 0x0d;
@@ -45,6 +46,8 @@ export class BodyCollector {
   headerTooLarge = false;
   /** Writing the body failed (disk full, I/O error): the message cannot be taken. */
   writeError: Error | null = null;
+  /** 8-bit octets and long lines, for delivery to decide on conversions (mime/scan.ts). */
+  readonly scan = new ContentScan();
 
   constructor(
     private readonly spool: Spool,
@@ -66,6 +69,7 @@ export class BodyCollector {
       chunk = stripNul(chunk);
     }
     if (!this.bareNewline) this.scanLineEndings(chunk);
+    this.scan.push(chunk);
     // A message that is going to be refused: read on to keep the session in sync, keep nothing.
     if (this.refused) return;
     try {

@@ -14,6 +14,9 @@
 //     in time; the listener's limits (shorter under stress) decide how long.
 //   - strict MAIL/RCPT arguments (envelope-params.ts) before the library parses them.
 //   - an error limit: too many 4xx/5xx replies without a message accepted close the session.
+//   - STARTTLS without a certificate: the library would complete the handshake with its
+//     built-in certificate (expired, CN=localhost, its key public in the npm package), even
+//     where STARTTLS is not advertised; the listener's refusal is sent instead.
 //   - connection slots: the listener's per-IP count is released when the session ends (QUIT
 //     or socket close, whichever comes first).
 // assertLibraryCompatible() runs at start-up and in the tests, so a library upgrade that
@@ -55,6 +58,14 @@ export interface ConnectionOwner {
   /** More input after a command that must end a pipelined group, or content after a refused DATA. */
   syncViolation(conn: RelayConnection, after: string, input: string): void;
   tooManyErrors(conn: RelayConnection): void;
+  /** The reply to STARTTLS while the listener has no certificate of ours; null when it has one. */
+  readonly starttlsRefused: StarttlsRefusal | null;
+}
+
+export interface StarttlsRefusal {
+  readonly code: number;
+  /** With its enhanced status code, e.g. "4.7.0 TLS not available yet, try again later". */
+  readonly text: string;
 }
 
 export function assertLibraryCompatible(): void {
@@ -141,6 +152,12 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
       return callback?.();
     }
     if (this._ready && !this._upgrading && !this._nextHandler && this.outOfSync(command, callback)) return;
+    const refusal = !this.secure && /^STARTTLS\b/i.test(command.toString("latin1")) ? this.owner?.starttlsRefused : null;
+    if (refusal) {
+      super.send(refusal.code, refusal.text, false);
+      callback?.();
+      return;
+    }
     if (this.authRequiresTls && !this.secure && /^AUTH\b/i.test(command.toString("latin1"))) {
       super.send(530, "5.7.0 Must issue a STARTTLS command first", false);
       callback?.();

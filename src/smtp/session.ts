@@ -21,6 +21,7 @@ import { BodyCollector } from "./body.ts";
 import { checkedAddress, envelopeParams, postmaster, recipientList } from "./envelope.ts";
 import { dropHeaders } from "./headers.ts";
 import { receivedHeader } from "./received.ts";
+import { signableCopy } from "./signable.ts";
 
 export interface SessionDeps {
   readonly runtime: Live<Runtime>;
@@ -65,6 +66,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
     helo: s.hostNameAppearsAs || "",
     secure: s.secure,
     trusted: anyContains(config.relay.relayNetworks, s.remoteAddress),
+    allowlisted: anyContains(config.defenses.allowlist, s.remoteAddress),
     user: typeof s.user === "string" ? s.user : null,
   });
 
@@ -166,7 +168,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
       const parsed = session.envelope.rcptTo.map((r) => parseMailbox(r.address));
       const recipients = parsed.filter((m): m is Mailbox => !!m);
-      const body = new BodyCollector(store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize, config.smtp);
+      let body = new BodyCollector(store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize, config.smtp);
       stream.on("data", (chunk: Buffer) => body.push(chunk));
       stream.on("error", (err: Error & { code?: string }) => {
         body.discard();
@@ -195,6 +197,13 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
             headerTooLarge: body.headerTooLarge,
           };
           let verdict = await runStage(pipeline.data, ctx);
+          // Mail we sign is made 7-bit with short lines first, so no later hop changes what was signed.
+          const shape = body.scan.shape;
+          if (verdict.kind === "accept" && (shape.eightBit || shape.longLines) && pipeline.signs?.(info, body.headText())) {
+            const copy = await signableCopy(body, store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize);
+            if (!copy) log.warn("message could not be made 7-bit before signing; signed as received", { cid: session.id, queue_id: id });
+            body = copy ?? body;
+          }
           const edits = verdict.kind === "accept" && pipeline.content.length ? await runContent(pipeline.content, { ...ctx, config, body }) : null;
           if (edits && edits.verdict.kind !== "accept") verdict = edits.verdict;
           if (verdict.kind !== "accept") {
@@ -225,6 +234,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
             size: head.length + body.bodyLength,
             receivedAt: started,
             clientIp: info.ip,
+            content: body.scan.shape,
             ...envelopeParams(session.envelope),
           });
         } catch (err) {
