@@ -76,10 +76,15 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(async () => {
   if (!mounted) return rmSync(dir, { recursive: true, force: true });
-  await relay?.stop();
-  await sink?.close();
-  Bun.spawnSync(["umount", state]);
-  relay?.cleanup();
+  try {
+    // A relay that does not stop in time is killed: the tmpfs must never be left mounted.
+    if (relay && (await Promise.race([relay.stop(), Bun.sleep(20_000).then(() => null)])) === null) await relay.kill9();
+    await sink?.close();
+  } finally {
+    if (Bun.spawnSync(["umount", state]).exitCode !== 0) Bun.spawnSync(["umount", "-l", state]);
+    relay?.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }, 60_000);
 
 describe.skipIf(!mounted)("a full state directory (8 MiB tmpfs)", () => {
