@@ -12,6 +12,7 @@ import type { Logger } from "./log.ts";
 import { createMetrics, registerPolicyGauge, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
 import { bounceFor } from "./queue/bounce.ts";
 import { QueueStore } from "./queue/store.ts";
+import { DiskSpace } from "./queue/disk-space.ts";
 import { buildRuntime, withAcmeCertificate, type Runtime } from "./runtime.ts";
 import { AcmeManager } from "./acme/manager.ts";
 import { assertLibraryCompatible } from "./smtp/connection-adapter.ts";
@@ -49,6 +50,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   const authGuard = config.submission ? new AuthGuard(config.submission, policy, log) : null;
   const apiKeys = config.api ? ApiKeyStore.open(config.stateDir) : null;
   const metrics = createMetrics();
+  const disk = new DiskSpace(config.stateDir, () => runtime.get().config.queue.minFreeSpace);
   const services = pipelineServices(policy, users, metrics, log);
   const acme = new AcmeManager({ config: () => runtime.get().config.acme, install: (material) => installAcmeCertificate(runtime, material, log), log });
   // The cached ACME certificate is read before the runtime is built, so the listeners start with it.
@@ -84,13 +86,14 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   };
 
   try {
-    const sessionDeps = { runtime, store, log, metrics, users, authGuard, onQueued: () => worker.wake() };
+    const sessionDeps = { runtime, store, disk, log, metrics, users, authGuard, onQueued: () => worker.wake() };
     for (const address of config.smtp.listen) listeners.push(await startSmtpListener(address, sessionDeps, "mx"));
     for (const address of config.submission?.starttls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "submission"));
     for (const address of config.submission?.implicitTls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "smtps"));
     if (config.admin.listen) {
       const app = createAdminApp({
         store,
+        disk,
         policy,
         users,
         apiKeys,
