@@ -5,6 +5,7 @@
 import { createAdminApp } from "./admin/app.ts";
 import { requestIp, startAdminServer, type AdminServer } from "./admin/server.ts";
 import { BackupRunner } from "./backup/runner.ts";
+import { newestBackupTime } from "./backup/last-success.ts";
 import type { Config } from "./config/types.ts";
 import { DeliveryWorker } from "./deliver/worker.ts";
 import { Live } from "./live.ts";
@@ -64,6 +65,9 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   }, 3_600_000);
   cleanup.unref();
   registerQueueGauges(metrics, store);
+  // The newest good backup survives restarts: its manifest says when it was made.
+  const lastBackup = newestBackupTime(config.backup.dir);
+  if (lastBackup !== null) metrics.backupLastSuccess.set(lastBackup);
   const worker = new DeliveryWorker({ config: () => runtime.get().config, store, log, metrics });
   const listeners: SmtpListener[] = [];
   let admin: AdminServer | null = null;
@@ -97,7 +101,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         metrics,
         wake: () => worker.wake(true),
         remove,
-        backups: new BackupRunner(store, metrics, () => [...opts.configArgs]),
+        backups: new BackupRunner(store, metrics, () => [...opts.configArgs], log),
         token: () => runtime.get().config.admin.token?.value ?? null,
         clientIp: requestIp,
         listenersUp: () => listeners.length,

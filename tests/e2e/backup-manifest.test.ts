@@ -1,0 +1,200 @@
+// The whole-service backup as an operator sees it through the admin API and the command line:
+// the manifest lists every file with the size and sha256 it really has, secrets named by *_file
+// keys stay out unless asked for, `backup --verify` finds what was changed, added or removed,
+// backups in the same second get names of their own, a failure is a JSON error without paths or
+// stack, and the time of the last good backup is in /metrics from the first scrape after a restart.
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { appendFileSync, mkdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import parsePrometheus from "parse-prometheus-text-format";
+import { ADMIN_TOKEN, BINARY, Relay, tempDir } from "../helpers/relay.ts";
+import { run } from "../helpers/run.ts";
+
+interface Manifest {
+  format: string;
+  version: string;
+  created_at: string;
+  components: { queue: { messages: number }; policy: { greylist: number; blocklist: number } | null; dkim: { domains: string[] } | null; config: { copied: { key: string; path: string; as: string }[] } };
+  left_out: { key: string; path: string; reason: string }[];
+  files: { path: string; size: number; sha256: string; mode: string }[];
+}
+interface Answer {
+  path: string;
+  manifest: Manifest;
+}
+
+const sha256 = (path: string) => new Bun.CryptoHasher("sha256").update(readFileSync(path)).digest("hex");
+const cleanups: (() => unknown)[] = [];
+let dir: string;
+let cert: { cert_file: string; key_file: string };
+let tokenFile: string;
+
+async function lastBackupMetric(relay: Relay): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${relay.adminPort}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+  const family = parsePrometheus(text).find((f) => f.name === "mailraven_backup_last_success_timestamp_seconds");
+  return Number(family?.metrics[0]?.value);
+}
+
+function relayConfig(extra: Record<string, unknown> = {}) {
+  return {
+    relay: { domains: { "dest.test": "smtp://127.0.0.1:9" } },
+    submission: { starttls: [], tls: ["127.0.0.1:0"], certificates: [cert] },
+    admin: { token: null, token_file: tokenFile },
+    ...extra,
+  };
+}
+
+beforeAll(async () => {
+  dir = tempDir("mailraven-manifest-");
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  cert = { cert_file: join(dir, "tls.pem"), key_file: join(dir, "tls.key") };
+  expect((await run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", cert.key_file, "-out", cert.cert_file, "-days", "2", "-subj", "/CN=mail.test"])).code).toBe(0);
+  mkdirSync(join(dir, "a"));
+  tokenFile = join(dir, "admin.token");
+  writeFileSync(tokenFile, `${ADMIN_TOKEN}\n`, { mode: 0o600 });
+});
+
+afterAll(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+describe("whole-service backup", () => {
+  let relay: Relay;
+  let first: Answer;
+
+  test("POST /admin/backup answers with the manifest: every file with its real size and sha256, secrets left out and named", async () => {
+    relay = await Relay.start({ config: relayConfig(), dir: join(dir, "a") });
+    cleanups.push(() => relay.cleanup());
+    expect((await run([BINARY, "dkim", "keygen", "corp.test", "--selector", "s1", "--config", relay.configPath])).code).toBe(0);
+    const block = await fetch(`http://127.0.0.1:${relay.adminPort}/admin/blocklist`, { method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" }, body: JSON.stringify({ cidr: "192.0.2.0/24", reason: "test" }) });
+    expect(block.status).toBeLessThan(300);
+
+    const res = await relay.admin("POST", "/admin/backup");
+    expect(res.status).toBe(200);
+    first = (await res.json()) as Answer;
+    const m = first.manifest;
+    expect(m.format).toBe("mailraven-backup/1");
+    expect(m.version).toBe("0.1.0");
+    expect(Math.abs(Date.parse(m.created_at) - Date.now())).toBeLessThan(60_000);
+    expect(m.components.policy).toEqual({ greylist: 0, blocklist: 1 });
+    expect(m.components.dkim?.domains).toEqual(["corp.test"]);
+    const paths = m.files.map((f) => f.path).sort();
+    expect(paths).toEqual(["config/files/submission.certificates[0].cert_file", "config/mailraven.yaml", "dkim/corp.test/s1.ed25519.pem", "dkim/corp.test/s1.rsa.pem", "dkim/corp.test/selector", "policy.db", "queue.db"]);
+    for (const f of m.files) {
+      expect({ path: f.path, size: f.size, sha256: f.sha256 }).toEqual({ path: f.path, size: Bun.file(join(first.path, f.path)).size, sha256: sha256(join(first.path, f.path)) });
+    }
+    expect(readFileSync(join(first.path, "config/mailraven.yaml"), "utf8")).toBe(readFileSync(relay.configPath, "utf8"));
+    expect(readFileSync(join(first.path, "config/files/submission.certificates[0].cert_file"), "utf8")).toBe(readFileSync(cert.cert_file, "utf8"));
+    expect(m.left_out.map((l) => [l.key, l.path]).sort()).toEqual([["admin.token_file", tokenFile], ["submission.certificates[0].key_file", cert.key_file]]);
+    for (const l of m.left_out) expect(l.reason).toContain("backup.include_secrets: true");
+    expect(JSON.stringify(m)).not.toContain("PRIVATE KEY");
+    const manifestOnDisk = JSON.parse(readFileSync(join(first.path, "manifest.json"), "utf8")) as Manifest;
+    expect(manifestOnDisk).toEqual(m);
+  });
+
+  test("backup --verify passes a good backup and names a changed byte, a missing file and an extra one", async () => {
+    const good = await run([BINARY, "backup", "--verify", first.path, "--config", relay.configPath]);
+    expect(good.code).toBe(0);
+    expect(good.out).toContain("good: 7 files");
+    const copy = join(dir, "tampered");
+    expect((await run(["cp", "-a", first.path, copy])).code).toBe(0);
+    const key = join(copy, "dkim/corp.test/s1.rsa.pem");
+    writeFileSync(key, readFileSync(key, "utf8").replace(/[A-Za-z](?=[A-Za-z0-9+/]{40}\n)/, (c) => (c === "A" ? "B" : "A")));
+    unlinkSync(join(copy, "dkim/corp.test/selector"));
+    appendFileSync(join(copy, "planted.pem"), "not from the relay\n");
+    const bad = await run([BINARY, "backup", "--verify", copy, "--json", "--config", relay.configPath]);
+    expect(bad.code).toBe(1);
+    const report = JSON.parse(bad.out) as { ok: boolean; problems: string[] };
+    expect(report.ok).toBe(false);
+    expect(report.problems.sort()).toEqual([
+      expect.stringMatching(/^dkim\/corp\.test\/s1\.rsa\.pem differs from the manifest/),
+      "dkim/corp.test/selector is missing",
+      "planted.pem is not in the manifest",
+    ].sort() as never);
+    const elsewhere = join(dir, "elsewhere.yaml");
+    writeFileSync(elsewhere, JSON.stringify({ ...JSON.parse(readFileSync(relay.configPath, "utf8")), state_dir: join(dir, "elsewhere") }));
+    const restore = await run([BINARY, "restore", copy, "--config", elsewhere]);
+    expect(restore.code).toBe(1);
+    expect(restore.err).toContain("cannot be restored");
+  });
+
+  test("include_secrets: true copies the files of key_file and token_file; nothing is left out", async () => {
+    await relay.stop();
+    relay = await Relay.start({ config: relayConfig({ backup: { include_secrets: true } }), dir: join(dir, "a") });
+    const res = await relay.admin("POST", "/admin/backup");
+    expect(res.status).toBe(200);
+    const { path, manifest } = (await res.json()) as Answer;
+    expect(manifest.left_out).toEqual([]);
+    const copied = Object.fromEntries(manifest.components.config.copied.map((c) => [c.key, c]));
+    expect(Object.keys(copied).sort()).toEqual(["admin.token_file", "submission.certificates[0].cert_file", "submission.certificates[0].key_file"]);
+    expect(readFileSync(join(path, copied["submission.certificates[0].key_file"]!.as))).toEqual(readFileSync(cert.key_file));
+    expect(readFileSync(join(path, copied["admin.token_file"]!.as), "utf8")).toBe(`${ADMIN_TOKEN}\n`);
+  });
+
+  test("two backups within one second get names of their own (no ENOTEMPTY), and so do concurrent offline ones", async () => {
+    await relay.stop();
+    relay = await Relay.start({ config: relayConfig({ backup: { keep: 100 } }), dir: join(dir, "a") });
+    // Backups that already hold the names of the next few seconds: every new backup collides.
+    const backups = join(relay.dir, "state", "backups");
+    const now = Math.floor(Date.now() / 1000);
+    const taken: string[] = [];
+    for (let s = 0; s < 20; s++) {
+      const name = `mailraven-${new Date((now + s) * 1000).toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")}`;
+      mkdirSync(join(backups, name), { recursive: true });
+      writeFileSync(join(backups, name, "queue.db"), "");
+      taken.push(name);
+    }
+    const a = await relay.admin("POST", "/admin/backup");
+    const b = await relay.admin("POST", "/admin/backup");
+    const offline = await Promise.all([1, 2, 3].map(() => run([BINARY, "backup", "--offline", "--json", "--config", relay.configPath])));
+    expect([a.status, b.status, ...offline.map((o) => o.code)]).toEqual([200, 200, 0, 0, 0]);
+    const names = [((await a.json()) as Answer).path, ((await b.json()) as Answer).path, ...offline.map((o) => (JSON.parse(o.out) as Answer).path)].map((p) => p.slice(backups.length + 1));
+    expect(new Set(names).size).toBe(5);
+    for (const n of names) expect(n).toMatch(/^mailraven-\d{8}T\d{6}Z-\d\d$/);
+    for (const n of names) expect(taken).toContain(n.slice(0, -3));
+    for (const n of names) expect((await run([BINARY, "backup", "--verify", join(backups, n), "--config", relay.configPath])).code).toBe(0);
+    for (const t of taken) rmSync(join(backups, t), { recursive: true, force: true });
+  });
+
+  test("a failed backup is a JSON error with neither a path nor a stack trace; the details go to the log", async () => {
+    await relay.stop();
+    const blocked = join(dir, "not-a-directory");
+    writeFileSync(blocked, "a file where backup.dir should be\n");
+    relay = await Relay.start({ config: relayConfig({ backup: { dir: blocked } }), dir: join(dir, "a") });
+    const res = await relay.admin("POST", "/admin/backup");
+    expect(res.status).toBe(500);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe("backup_failed");
+    expect(body.error.message).toStartWith("backup failed: ");
+    expect(body.error.message).not.toContain("/");
+    expect(body.error.message).not.toMatch(/\bat\s|ENOTDIR|EEXIST|\n/);
+    const logged = await relay.waitForLog((l) => l.msg === "backup failed");
+    expect(String(logged.error)).toContain(blocked);
+    await relay.stop();
+    rmSync(blocked);
+  });
+
+  test("the time of the last good backup is in /metrics after a restart, read from the newest good manifest", async () => {
+    relay = await Relay.start({ config: relayConfig({ backup: { keep: 3 } }), dir: join(dir, "a") });
+    const res = await relay.admin("POST", "/admin/backup");
+    const { path, manifest } = (await res.json()) as Answer;
+    const made = Date.parse(manifest.created_at) / 1000;
+    expect(await lastBackupMetric(relay)).toBeCloseTo(made, 3);
+    await relay.stop();
+    relay = await Relay.start({ config: relayConfig({ backup: { keep: 3 } }), dir: join(dir, "a") });
+    expect(await lastBackupMetric(relay)).toBeCloseTo(made, 3);
+
+    // A newest backup whose manifest is unreadable is not a good one: the one before counts.
+    await relay.stop();
+    const older = (await run([BINARY, "backup", "--offline", "--json", "--config", relay.configPath])).out;
+    void older;
+    renameSync(join(path, "manifest.json"), join(path, "manifest.json.gone"));
+    const newer = JSON.parse((await run([BINARY, "backup", "--offline", "--json", "--config", relay.configPath])).out) as Answer;
+    writeFileSync(join(newer.path, "manifest.json"), "{ truncated");
+    relay = await Relay.start({ config: relayConfig({ backup: { keep: 3 } }), dir: join(dir, "a") });
+    const expected = Date.parse((JSON.parse(older) as Answer).manifest.created_at) / 1000;
+    expect(await lastBackupMetric(relay)).toBeCloseTo(expected, 3);
+    await relay.stop();
+  });
+});
