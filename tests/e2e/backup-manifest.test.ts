@@ -8,8 +8,11 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { appendFileSync, mkdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import parsePrometheus from "parse-prometheus-text-format";
-import { ADMIN_TOKEN, BINARY, Relay, tempDir } from "../helpers/relay.ts";
+import { Database } from "bun:sqlite";
+import { ADMIN_TOKEN, BINARY, Relay, tempDir, waitFor } from "../helpers/relay.ts";
 import { run } from "../helpers/run.ts";
+import { Sink } from "../helpers/sink.ts";
+import { SmtpTalk } from "../helpers/smtp-talk.ts";
 
 interface Manifest {
   format: string;
@@ -53,11 +56,11 @@ beforeAll(async () => {
   mkdirSync(join(dir, "a"));
   tokenFile = join(dir, "admin.token");
   writeFileSync(tokenFile, `${ADMIN_TOKEN}\n`, { mode: 0o600 });
-});
+}, 30_000);
 
 afterAll(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
-});
+}, 30_000);
 
 describe("whole-service backup", () => {
   let relay: Relay;
@@ -91,7 +94,7 @@ describe("whole-service backup", () => {
     expect(JSON.stringify(m)).not.toContain("PRIVATE KEY");
     const manifestOnDisk = JSON.parse(readFileSync(join(first.path, "manifest.json"), "utf8")) as Manifest;
     expect(manifestOnDisk).toEqual(m);
-  });
+  }, 60_000);
 
   test("backup --verify passes a good backup and names a changed byte, a missing file and an extra one", async () => {
     const good = await run([BINARY, "backup", "--verify", first.path, "--config", relay.configPath]);
@@ -117,7 +120,7 @@ describe("whole-service backup", () => {
     const restore = await run([BINARY, "restore", copy, "--config", elsewhere]);
     expect(restore.code).toBe(1);
     expect(restore.err).toContain("cannot be restored");
-  });
+  }, 60_000);
 
   test("include_secrets: true copies the files of key_file and token_file; nothing is left out", async () => {
     await relay.stop();
@@ -130,7 +133,7 @@ describe("whole-service backup", () => {
     expect(Object.keys(copied).sort()).toEqual(["admin.token_file", "submission.certificates[0].cert_file", "submission.certificates[0].key_file"]);
     expect(readFileSync(join(path, copied["submission.certificates[0].key_file"]!.as))).toEqual(readFileSync(cert.key_file));
     expect(readFileSync(join(path, copied["admin.token_file"]!.as), "utf8")).toBe(`${ADMIN_TOKEN}\n`);
-  });
+  }, 60_000);
 
   test("two backups within one second get names of their own (no ENOTEMPTY), and so do concurrent offline ones", async () => {
     await relay.stop();
@@ -145,17 +148,20 @@ describe("whole-service backup", () => {
       writeFileSync(join(backups, name, "queue.db"), "");
       taken.push(name);
     }
-    const a = await relay.admin("POST", "/admin/backup");
-    const b = await relay.admin("POST", "/admin/backup");
-    const offline = await Promise.all([1, 2, 3].map(() => run([BINARY, "backup", "--offline", "--json", "--config", relay.configPath])));
-    expect([a.status, b.status, ...offline.map((o) => o.code)]).toEqual([200, 200, 0, 0, 0]);
-    const names = [((await a.json()) as Answer).path, ((await b.json()) as Answer).path, ...offline.map((o) => (JSON.parse(o.out) as Answer).path)].map((p) => p.slice(backups.length + 1));
-    expect(new Set(names).size).toBe(5);
-    for (const n of names) expect(n).toMatch(/^mailraven-\d{8}T\d{6}Z-\d\d$/);
-    for (const n of names) expect(taken).toContain(n.slice(0, -3));
-    for (const n of names) expect((await run([BINARY, "backup", "--verify", join(backups, n), "--config", relay.configPath])).code).toBe(0);
-    for (const t of taken) rmSync(join(backups, t), { recursive: true, force: true });
-  });
+    try {
+      const a = await relay.admin("POST", "/admin/backup");
+      const b = await relay.admin("POST", "/admin/backup");
+      const offline = await Promise.all([1, 2, 3].map(() => run([BINARY, "backup", "--offline", "--json", "--config", relay.configPath])));
+      expect({ codes: [a.status, b.status, ...offline.map((o) => o.code)], errors: offline.map((o) => o.err) }).toEqual({ codes: [200, 200, 0, 0, 0], errors: ["", "", ""] });
+      const names = [((await a.json()) as Answer).path, ((await b.json()) as Answer).path, ...offline.map((o) => (JSON.parse(o.out) as Answer).path)].map((p) => p.slice(backups.length + 1));
+      expect(new Set(names).size).toBe(5);
+      for (const n of names) expect(n).toMatch(/^mailraven-\d{8}T\d{6}Z-\d\d$/);
+      for (const n of names) expect(taken).toContain(n.slice(0, -3));
+      for (const n of names) expect((await run([BINARY, "backup", "--verify", join(backups, n), "--config", relay.configPath])).code).toBe(0);
+    } finally {
+      for (const t of taken) rmSync(join(backups, t), { recursive: true, force: true });
+    }
+  }, 60_000);
 
   test("a failed backup is a JSON error with neither a path nor a stack trace; the details go to the log", async () => {
     await relay.stop();
@@ -173,7 +179,7 @@ describe("whole-service backup", () => {
     expect(String(logged.error)).toContain(blocked);
     await relay.stop();
     rmSync(blocked);
-  });
+  }, 60_000);
 
   test("the time of the last good backup is in /metrics after a restart, read from the newest good manifest", async () => {
     relay = await Relay.start({ config: relayConfig({ backup: { keep: 3 } }), dir: join(dir, "a") });
@@ -196,5 +202,48 @@ describe("whole-service backup", () => {
     const expected = Date.parse((JSON.parse(older) as Answer).manifest.created_at) / 1000;
     expect(await lastBackupMetric(relay)).toBeCloseTo(expected, 3);
     await relay.stop();
-  });
+  }, 60_000);
+
+  test("a backup whose queue.db has an older schema is restored as it is, and the relay migrates it at start and delivers", async () => {
+    const sink = await Sink.start();
+    cleanups.push(() => sink.close());
+    mkdirSync(join(dir, "old"));
+    const old = await Relay.start({ config: { relay: { domains: { "dest.test": "smtp://127.0.0.1:9" } }, queue: { retry_schedule: ["1h"] } }, dir: join(dir, "old") });
+    cleanups.push(() => old.cleanup());
+    const { talk } = await SmtpTalk.open(old.port);
+    await talk.send("EHLO old.test");
+    expect((await talk.transaction("a@origin.test", ["bob@dest.test"], "Subject: from schema 0\r\n\r\nkept across versions\r\n")).code).toBe(250);
+    talk.close();
+    const made = (await (await old.admin("POST", "/admin/backup")).json()) as Answer;
+    await old.stop();
+
+    // Rewrite the copy the way mailraven 0.0 stored it: no head column, the whole message in body.
+    const file = join(made.path, "queue.db");
+    const db = new Database(file);
+    db.run("PRAGMA foreign_keys = OFF");
+    db.run("CREATE TABLE m0 (id TEXT PRIMARY KEY, sender TEXT NOT NULL, size INTEGER NOT NULL, received_at INTEGER NOT NULL, client_ip TEXT NOT NULL, body BLOB) STRICT");
+    db.run("INSERT INTO m0 SELECT id, sender, size, received_at, client_ip, CAST(head || body AS BLOB) FROM messages");
+    db.run("DROP TABLE messages");
+    db.run("ALTER TABLE m0 RENAME TO messages");
+    db.run("PRAGMA user_version = 0");
+    db.close();
+    const manifest = JSON.parse(readFileSync(join(made.path, "manifest.json"), "utf8")) as Manifest;
+    const entry = manifest.files.find((f) => f.path === "queue.db")!;
+    Object.assign(entry, { size: Bun.file(file).size, sha256: sha256(file) });
+    writeFileSync(join(made.path, "manifest.json"), JSON.stringify(manifest));
+
+    const fresh = join(dir, "new");
+    mkdirSync(fresh);
+    const config = { relay: { domains: { "dest.test": sink.route } }, queue: { retry_schedule: ["1h"] } };
+    writeFileSync(join(fresh, "restore.yaml"), JSON.stringify({ ...config, state_dir: join(fresh, "state") }));
+    const restored = await run([BINARY, "restore", made.path, "--json", "--config", join(fresh, "restore.yaml")]);
+    expect(restored.err).toBe("");
+    expect(JSON.parse(restored.out)).toMatchObject({ messages: 1 });
+    const relay = await Relay.start({ config, dir: fresh });
+    cleanups.push(() => relay.cleanup());
+    expect((await relay.admin("POST", "/admin/queue/flush")).status).toBe(200);
+    const got = await waitFor(() => sink.messages.find((m) => m.raw.toString().includes("Subject: from schema 0")), 15_000, "delivery of the migrated message");
+    expect(got.raw.toString()).toContain("kept across versions");
+    await relay.stop();
+  }, 60_000);
 });

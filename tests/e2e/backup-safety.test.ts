@@ -102,7 +102,7 @@ describe.skipIf(!isRoot)("backup and restore run as root", () => {
   test("backup --offline as root writes every file as the state directory's owner", () => {
     expect(ownersUnder(backup)).toEqual(new Set([SERVICE]));
     expect(readdirSync(join(backup, "spool")).length).toBe(2);
-  });
+  }, 60_000);
 
   test("restore as root drops to the owner: the restored state is the owner's, nothing is chowned", async () => {
     const r = await run([BINARY, "restore", backup, "--force", "--json", "--config", config]);
@@ -114,7 +114,7 @@ describe.skipIf(!isRoot)("backup and restore run as root", () => {
     for (const name of ["queue.db", "policy.db", "spool", "dkim", result.previous_state_kept_in.slice(state.length + 1)]) {
       expect({ name, owners: [...ownersUnder(join(state, name))] }).toEqual({ name, owners: [SERVICE] });
     }
-  });
+  }, 60_000);
 
   test("a symlink the service account put in the state directory is refused; the root file it points at is untouched", async () => {
     const { victim } = rootFiles();
@@ -141,7 +141,7 @@ describe.skipIf(!isRoot)("backup and restore run as root", () => {
     expect(statSync(rootDir).uid).toBe(0);
     asService(["rm", join(state, "spool")]);
     asService(["mv", join(state, "spool.real"), join(state, "spool")]);
-  });
+  }, 60_000);
 
   test("a symlink in the backup to a root-only file is refused, with or without its manifest; nothing of it reaches the spool", async () => {
     const { secret } = rootFiles();
@@ -182,7 +182,7 @@ describe.skipIf(!isRoot)("backup and restore run as root", () => {
     // Put back, the backup is good again and restores.
     expect((await run([BINARY, "backup", "--verify", backup, "--config", config])).code).toBe(0);
     expect((await run([BINARY, "restore", backup, "--force", "--config", config])).code).toBe(0);
-  });
+  }, 60_000);
 
   test("a backup the service account swapped for a symlink to a root-owned directory is not read as root", async () => {
     const fake = join(host, "root-backup");
@@ -195,5 +195,5 @@ describe.skipIf(!isRoot)("backup and restore run as root", () => {
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/EACCES|permission denied/i);
     renameSync(link, `${link}.gone`);
-  });
+  }, 60_000);
 });
