@@ -5,8 +5,8 @@
 // file, or copy a root-only file into the spool. After the drop the kernel refuses such a
 // thing anyway; O_NOFOLLOW and the lstat checks make the refusal explicit and early.
 
-import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readSync, statSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readSync, statSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
 
 /** A file or directory refused for safety (a symlink, a device, a path that escapes). */
 export class UnsafePathError extends Error {}
@@ -17,13 +17,16 @@ export interface Owner {
 }
 
 /**
- * Run as root, become the owner of `dir` (supplementary groups dropped, then gid, then uid:
- * after setuid there is no way back). Returns who we are now, or null when nothing changed
- * (not root, or `dir` is root's own). glibc applies set*id to every thread of the process.
+ * Run as root, become the owner of `dir`, or of its nearest existing parent on a fresh host
+ * (supplementary groups dropped, then gid, then uid: after setuid there is no way back).
+ * Returns who we are now, or null when nothing changed (not root, or the directory is root's
+ * own). glibc applies set*id to every thread of the process.
  */
 export function dropToOwnerOf(dir: string): Owner | null {
   if (process.getuid?.() !== 0) return null;
-  const st = statSync(dir);
+  let existing = dir;
+  while (!existsSync(existing) && dirname(existing) !== existing) existing = dirname(existing);
+  const st = statSync(existing);
   if (st.uid === 0) return null;
   process.setgroups?.([]);
   process.setgid!(st.gid);

@@ -2,8 +2,7 @@
 // first become the state directory's owner, so every file they write is the relay's and no
 // symlink the service account planted can make root read or write something else.
 
-import { existsSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { resolve } from "node:path";
 import type { Config } from "../config/types.ts";
 import { COMPONENTS, type Component } from "../backup/manifest.ts";
 import { restoreBackup, type RestoreResult } from "../backup/restore.ts";
@@ -21,17 +20,10 @@ export interface BackupArgs {
   readonly version: string;
 }
 
-/** The state directory, or the nearest directory above it that exists (a fresh host). */
-function ownerDir(stateDir: string): string {
-  let dir = stateDir;
-  while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
-  return dir;
-}
-
 export async function backupCommand(config: Config, a: BackupArgs, out: (s: string) => void): Promise<number> {
   const json = (o: unknown) => out(`${JSON.stringify(o, null, 2)}\n`);
   if (a.verify !== undefined) {
-    dropToOwnerOf(ownerDir(config.stateDir));
+    dropToOwnerOf(config.stateDir);
     const r = verifyBackup(resolve(a.verify));
     if (a.json) json({ path: r.path, ok: r.problems.length === 0, problems: r.problems, components: r.components, files: r.files, bytes: r.bytes, messages: r.messages, version: r.manifest?.version ?? null, created_at: r.manifest?.created_at ?? null });
     else if (r.problems.length) out(`${r.path}: NOT GOOD\n${r.problems.map((p) => `  ${p}\n`).join("")}`);
@@ -40,7 +32,7 @@ export async function backupCommand(config: Config, a: BackupArgs, out: (s: stri
   }
   let result: BackupResult;
   if (a.offline) {
-    dropToOwnerOf(ownerDir(config.stateDir));
+    dropToOwnerOf(config.stateDir);
     try {
       result = await createBackup({ config, configPath: a.configPath, version: a.version });
     } catch (err) {
@@ -78,7 +70,7 @@ export function restoreCommand(config: Config, a: RestoreArgs, out: (s: string) 
   const only = a.only.flatMap((o) => o.split(",")).map((o) => o.trim()).filter(Boolean);
   const unknown = only.filter((o) => !COMPONENTS.includes(o as Component));
   if (unknown.length) throw new CliError(`--only takes ${COMPONENTS.join(", ")} (or several, comma-separated), not ${unknown.join(", ")}`);
-  dropToOwnerOf(ownerDir(config.stateDir));
+  dropToOwnerOf(config.stateDir);
   const r = restoreBackup(resolve(from), config, { force: a.force, only: only as Component[], configPath: a.configPath });
   if (a.json) out(`${JSON.stringify(r, null, 2)}\n`);
   else out(restoreSummary(r));

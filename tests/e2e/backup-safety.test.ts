@@ -196,4 +196,13 @@ describe.skipIf(!isRoot)("backup and restore run as root", () => {
     expect(r.err).toMatch(/EACCES|permission denied/i);
     renameSync(link, `${link}.gone`);
   }, 60_000);
+
+  test("dkim keygen run as root makes the keys as the state directory's owner (no chown, no root-owned key)", async () => {
+    const r = await run([BINARY, "dkim", "keygen", "owned.test", "--selector", "s2", "--config", config]);
+    expect(r.code).toBe(0);
+    const domainDir = join(state, "dkim", "owned.test");
+    expect(ownersUnder(domainDir)).toEqual(new Set([SERVICE]));
+    expect(statSync(domainDir).mode & 0o777).toBe(0o700);
+    for (const f of ["s2.rsa.pem", "s2.ed25519.pem", "selector"]) expect(statSync(join(domainDir, f)).mode & 0o777).toBe(0o600);
+  }, 60_000);
 });
