@@ -56,13 +56,13 @@ export async function createBackup(opts: BackupOptions): Promise<BackupResult> {
   if (plainEntry(join(stateDir, "queue.db")) === undefined) {
     throw new BackupError(`no queue database in ${stateDir}: mailraven has not run with this state_dir yet, so there is nothing to back up`, "no_queue", "mailraven has not run with this state_dir yet: there is nothing to back up");
   }
-  // backup.dir itself may be a symlink an admin made (to a larger disk); what is inside is ours.
-  mkdirSync(backup.dir, { recursive: true, mode: 0o700 });
-  removeAbandoned(backup.dir);
   const partial = join(backup.dir, `.partial-${backupName(now)}-${process.pid}`);
-  rmSync(partial, { recursive: true, force: true });
-  makeDir(partial);
   try {
+    // backup.dir itself may be a symlink an admin made (to a larger disk); what is inside is ours.
+    mkdirSync(backup.dir, { recursive: true, mode: 0o700 });
+    removeAbandoned(backup.dir);
+    rmSync(partial, { recursive: true, force: true });
+    makeDir(partial);
     const queue = snapshotQueue(stateDir, partial);
     const policy = snapshotPolicy(stateDir, partial);
     const dkim = copyTree(opts.config.outbound.dkimDir, partial, "dkim");
@@ -107,7 +107,11 @@ export async function createBackup(opts: BackupOptions): Promise<BackupResult> {
       manifest: done,
     };
   } catch (err) {
-    rmSync(partial, { recursive: true, force: true });
+    try {
+      rmSync(partial, { recursive: true, force: true });
+    } catch {
+      // backup.dir is unusable (the reason is in err): nothing of ours is there
+    }
     throw classify(err);
   }
 }

@@ -64,10 +64,16 @@ afterAll(async () => {
 
 describe("whole-service backup", () => {
   let relay: Relay;
+  /** The relay of host "a" again with other settings (stopped first if a failed test left it running). */
+  const restart = async (extra: Record<string, unknown> = {}) => {
+    const previous = relay as Relay | undefined;
+    if (previous && previous.proc.exitCode === null) await previous.stop();
+    return Relay.start({ config: relayConfig(extra), dir: join(dir, "a") });
+  };
   let first: Answer;
 
   test("POST /admin/backup answers with the manifest: every file with its real size and sha256, secrets left out and named", async () => {
-    relay = await Relay.start({ config: relayConfig(), dir: join(dir, "a") });
+    relay = await restart();
     cleanups.push(() => relay.cleanup());
     expect((await run([BINARY, "dkim", "keygen", "corp.test", "--selector", "s1", "--config", relay.configPath])).code).toBe(0);
     const block = await fetch(`http://127.0.0.1:${relay.adminPort}/admin/blocklist`, { method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" }, body: JSON.stringify({ cidr: "192.0.2.0/24", reason: "test" }) });
@@ -123,8 +129,7 @@ describe("whole-service backup", () => {
   }, 60_000);
 
   test("include_secrets: true copies the files of key_file and token_file; nothing is left out", async () => {
-    await relay.stop();
-    relay = await Relay.start({ config: relayConfig({ backup: { include_secrets: true } }), dir: join(dir, "a") });
+    relay = await restart({ backup: { include_secrets: true } });
     const res = await relay.admin("POST", "/admin/backup");
     expect(res.status).toBe(200);
     const { path, manifest } = (await res.json()) as Answer;
@@ -136,8 +141,7 @@ describe("whole-service backup", () => {
   }, 60_000);
 
   test("two backups within one second get names of their own (no ENOTEMPTY), and so do concurrent offline ones", async () => {
-    await relay.stop();
-    relay = await Relay.start({ config: relayConfig({ backup: { keep: 100 } }), dir: join(dir, "a") });
+    relay = await restart({ backup: { keep: 100 } });
     // Backups that already hold the names of the next few seconds: every new backup collides.
     const backups = join(relay.dir, "state", "backups");
     const now = Math.floor(Date.now() / 1000);
@@ -164,10 +168,9 @@ describe("whole-service backup", () => {
   }, 60_000);
 
   test("a failed backup is a JSON error with neither a path nor a stack trace; the details go to the log", async () => {
-    await relay.stop();
     const blocked = join(dir, "not-a-directory");
     writeFileSync(blocked, "a file where backup.dir should be\n");
-    relay = await Relay.start({ config: relayConfig({ backup: { dir: blocked } }), dir: join(dir, "a") });
+    relay = await restart({ backup: { dir: blocked } });
     const res = await relay.admin("POST", "/admin/backup");
     expect(res.status).toBe(500);
     const body = (await res.json()) as { error: { code: string; message: string } };
@@ -182,23 +185,21 @@ describe("whole-service backup", () => {
   }, 60_000);
 
   test("the time of the last good backup is in /metrics after a restart, read from the newest good manifest", async () => {
-    relay = await Relay.start({ config: relayConfig({ backup: { keep: 3 } }), dir: join(dir, "a") });
+    relay = await restart({ backup: { keep: 3 } });
     const res = await relay.admin("POST", "/admin/backup");
     const { path, manifest } = (await res.json()) as Answer;
     const made = Date.parse(manifest.created_at) / 1000;
     expect(await lastBackupMetric(relay)).toBeCloseTo(made, 3);
-    await relay.stop();
-    relay = await Relay.start({ config: relayConfig({ backup: { keep: 3 } }), dir: join(dir, "a") });
+    relay = await restart({ backup: { keep: 3 } });
     expect(await lastBackupMetric(relay)).toBeCloseTo(made, 3);
 
     // A newest backup whose manifest is unreadable is not a good one: the one before counts.
-    await relay.stop();
     const older = (await run([BINARY, "backup", "--offline", "--json", "--config", relay.configPath])).out;
     void older;
     renameSync(join(path, "manifest.json"), join(path, "manifest.json.gone"));
     const newer = JSON.parse((await run([BINARY, "backup", "--offline", "--json", "--config", relay.configPath])).out) as Answer;
     writeFileSync(join(newer.path, "manifest.json"), "{ truncated");
-    relay = await Relay.start({ config: relayConfig({ backup: { keep: 3 } }), dir: join(dir, "a") });
+    relay = await restart({ backup: { keep: 3 } });
     const expected = Date.parse((JSON.parse(older) as Answer).manifest.created_at) / 1000;
     expect(await lastBackupMetric(relay)).toBeCloseTo(expected, 3);
     await relay.stop();
