@@ -6,6 +6,7 @@ import { createAdminApp } from "./admin/app.ts";
 import { requestIp, startAdminServer, type AdminServer } from "./admin/server.ts";
 import { BackupRunner } from "./backup/runner.ts";
 import { newestBackupTime } from "./backup/last-success.ts";
+import { registerCertificateExpiry } from "./tls-expiry.ts";
 import type { Config } from "./config/types.ts";
 import { DeliveryWorker } from "./deliver/worker.ts";
 import { Live } from "./live.ts";
@@ -65,6 +66,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   }, 3_600_000);
   cleanup.unref();
   registerQueueGauges(metrics, store);
+  registerCertificateExpiry(metrics, () => runtime.get());
   // The newest good backup survives restarts: its manifest says when it was made.
   const lastBackup = newestBackupTime(config.backup.dir);
   if (lastBackup !== null) metrics.backupLastSuccess.set(lastBackup);

@@ -22,11 +22,12 @@ export interface Owner {
  * Returns who we are now, or null when nothing changed (not root, or the directory is root's
  * own). glibc applies set*id to every thread of the process.
  */
-export function dropToOwnerOf(dir: string): Owner | null {
+export function dropToOwnerOf(dir: string, ownerOfSymlink = false): Owner | null {
   if (process.getuid?.() !== 0) return null;
   let existing = dir;
   while (!existsSync(existing) && dirname(existing) !== existing) existing = dirname(existing);
-  const st = statSync(existing);
+  // ownerOfSymlink: a symlink someone put in place of `dir` makes us its owner, not the target's.
+  const st = ownerOfSymlink ? lstatSync(existing) : statSync(existing);
   if (st.uid === 0) return null;
   process.setgroups?.([]);
   process.setgid!(st.gid);

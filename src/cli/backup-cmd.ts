@@ -23,7 +23,8 @@ export interface BackupArgs {
 export async function backupCommand(config: Config, a: BackupArgs, out: (s: string) => void): Promise<number> {
   const json = (o: unknown) => out(`${JSON.stringify(o, null, 2)}\n`);
   if (a.verify !== undefined) {
-    dropToOwnerOf(config.stateDir);
+    // Read-only, and the backup may have come from another host: read it as its owner.
+    dropToOwnerOf(resolve(a.verify), true);
     const r = verifyBackup(resolve(a.verify));
     if (a.json) json({ path: r.path, ok: r.problems.length === 0, problems: r.problems, components: r.components, files: r.files, bytes: r.bytes, messages: r.messages, version: r.manifest?.version ?? null, created_at: r.manifest?.created_at ?? null });
     else if (r.problems.length) out(`${r.path}: NOT GOOD\n${r.problems.map((p) => `  ${p}\n`).join("")}`);
