@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `npm test`: install what the tests need, then type-check, build and run every test.
 # Needs: npm packages (Bun comes from npm), and Debian's swaks, postfix (for smtp-source),
-# openssl, dnsmasq (the tests' DNS server), spamd, clamd, apparmor_parser, curl and pebble
-# (Let's Encrypt's ACME test server); missing Debian packages are installed with apt-get (as
+# openssl, dnsmasq (the tests' DNS server), spamd, clamd, apparmor_parser, curl, pebble
+# (Let's Encrypt's ACME test server) and prometheus (promtool checks the alert rules, and a
+# Prometheus evaluates the dashboard's queries); missing Debian packages are installed with apt-get (as
 # root, or with sudo). None of their services is started by the install; the tests run their
 # own instances on loopback.
 set -euo pipefail
@@ -22,6 +23,7 @@ command -v /usr/sbin/apparmor_parser >/dev/null || need+=(apparmor)
 command -v /usr/sbin/dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v curl >/dev/null || need+=(curl)
 command -v pebble >/dev/null || need+=(pebble)
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
