@@ -36,6 +36,23 @@ export interface Knobs {
   readonly defenses: boolean;
   /** Also write the results as JSON to this path. */
   readonly jsonOut: string | null;
+  /** Sustained-load rates, messages per minute (each run on a fresh relay with the defenses on). */
+  readonly sustainedRates: readonly number[];
+  /** Seconds each sustained rate runs (0 skips the sustained workload). */
+  readonly sustainedS: number;
+  /** Run only these parts: throughput (a, b), defenses, idle, sustained; null runs them all. */
+  readonly only: ReadonlySet<string> | null;
+}
+
+const PARTS = ["throughput", "defenses", "idle", "sustained"];
+
+function list(name: string, fallback: string, parse: (item: string) => number | string | null): (number | string)[] {
+  const raw = process.env[name]?.trim() || fallback;
+  return raw.split(",").map((item) => {
+    const v = parse(item.trim());
+    if (v === null) throw new Error(`${name}=${raw}: "${item}" is not valid`);
+    return v;
+  });
 }
 
 export function readKnobs(): Knobs {
@@ -54,5 +71,8 @@ export function readKnobs(): Knobs {
     keep: process.env.KEEP === "1",
     defenses: process.env.DEFENSES !== "0",
     jsonOut: process.env.JSON_OUT && process.env.JSON_OUT.trim() !== "" ? process.env.JSON_OUT : null,
+    sustainedRates: list("SUSTAINED_RATES", "1000,10000", (i) => (/^\d+$/.test(i) && Number(i) >= 1 && Number(i) <= 1_000_000 ? Number(i) : null)) as number[],
+    sustainedS: num("SUSTAINED_S", 60, 0, 86_400),
+    only: process.env.ONLY?.trim() ? new Set(list("ONLY", "", (i) => (PARTS.includes(i) ? i : null)) as string[]) : null,
   };
 }
