@@ -131,21 +131,26 @@ function keepAside(config: Config, chosen: readonly Component[], stamp: string):
  * place.
  */
 function restoreComponent(backupPath: string, files: readonly (ManifestFile | LegacyFile)[], target: Target, c: Component): void {
+  // A dkim_dir outside the state directory may not exist yet on a new host.
+  mkdirSync(target.dir, { recursive: true, mode: 0o700 });
   const tmp = join(target.dir, `.restoring-${c}-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
   makeDir(tmp);
-  for (const [from] of target.moves) if (!from.endsWith(".db")) makeDir(join(tmp, from));
-  for (const f of files) {
-    const parts = f.path.split("/");
-    for (let i = 1; i < parts.length; i++) makeDir(join(tmp, ...parts.slice(0, i)));
-    const mode = "mode" in f ? Number.parseInt(f.mode, 8) : 0o600;
-    const copied = copyFileSafe(join(backupPath, f.path), join(tmp, f.path), mode);
-    if ("sha256" in f && copied.sha256 !== f.sha256) throw new RestoreError(`${join(backupPath, f.path)} changed while it was restored; run the restore again`);
+  try {
+    for (const [from] of target.moves) if (!from.endsWith(".db")) makeDir(join(tmp, from));
+    for (const f of files) {
+      const parts = f.path.split("/");
+      for (let i = 1; i < parts.length; i++) makeDir(join(tmp, ...parts.slice(0, i)));
+      const mode = "mode" in f ? Number.parseInt(f.mode, 8) : 0o600;
+      const copied = copyFileSafe(join(backupPath, f.path), join(tmp, f.path), mode);
+      if ("sha256" in f && copied.sha256 !== f.sha256) throw new RestoreError(`${join(backupPath, f.path)} changed while it was restored; run the restore again`);
+    }
+    syncDirs(tmp, files);
+    for (const [from, to] of target.moves) renameSync(join(tmp, from), join(target.dir, to));
+    fsyncPath(target.dir);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
   }
-  syncDirs(tmp, files);
-  for (const [from, to] of target.moves) renameSync(join(tmp, from), join(target.dir, to));
-  rmSync(tmp, { recursive: true, force: true });
-  fsyncPath(target.dir);
 }
 
 function syncDirs(root: string, files: readonly { path: string }[]): void {
