@@ -2,10 +2,12 @@
 # `npm test`: install what the tests need, then type-check, build and run every test.
 # Needs: npm packages (Bun comes from npm), and Debian's swaks, postfix (for smtp-source),
 # openssl, dnsmasq (the tests' DNS server), spamd, clamd, apparmor_parser, curl, pebble
-# (Let's Encrypt's ACME test server) and prometheus (promtool checks the alert rules, and a
-# Prometheus evaluates the dashboard's queries); missing Debian packages are installed with apt-get (as
-# root, or with sudo). None of their services is started by the install; the tests run their
-# own instances on loopback.
+# (Let's Encrypt's ACME test server), strace (the fsync-order test traces the relay), prometheus
+# (promtool checks the alert rules, and a Prometheus evaluates the dashboard's queries), and
+# for the system test (tests/system: a Debian root booted with systemd, run as root only)
+# debootstrap and systemd-nspawn; missing Debian packages are installed with apt-get (as root,
+# or with sudo). None of their services is started by the install; the tests run their own
+# instances on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,9 @@ command -v /usr/sbin/apparmor_parser >/dev/null || need+=(apparmor)
 command -v /usr/sbin/dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v curl >/dev/null || need+=(curl)
 command -v pebble >/dev/null || need+=(pebble)
+command -v strace >/dev/null || need+=(strace)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
@@ -40,7 +45,9 @@ echo "== build";      npm run --silent build
 echo "== tests"
 report=$(mktemp)
 status=0
-bun test --reporter=junit --reporter-outfile="$report" "$@" || status=$?
+# --timeout: Bun 1.4 ignores bunfig's [test] timeout, and its 5 s default also cuts off
+# beforeAll hooks that start spamd, clamd or a relay on a busy first run.
+bun test --timeout 60000 --reporter=junit --reporter-outfile="$report" "$@" || status=$?
 # A closing line CI can read whatever the runner: "N passed, N failed".
 node -e '
   const x = require("fs").readFileSync(process.argv[1], "utf8");

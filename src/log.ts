@@ -1,5 +1,13 @@
 // Structured logging: one JSON object per line on stdout, which journald stores as is.
 // Callers pass fields, never message bodies or secrets.
+//
+// Under systemd, stdout is a stream to journald, which files every line at the unit's
+// SyslogLevel (info) unless the line starts with a "<N>" syslog priority (sd-daemon(3)).
+// journaldWriter adds that prefix, so `journalctl -u mailraven -p warning` shows the relay's
+// warnings and errors. It is used only when JOURNAL_STREAM names stdout itself (systemd.exec(5)):
+// piped into a file or another program, the lines stay plain JSON.
+
+import { fstatSync } from "node:fs";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -14,15 +22,43 @@ export interface Logger {
   child(fields: LogFields): Logger;
 }
 
+/** Syslog priorities (RFC 5424 6.2.1) of our levels. */
+const PRIORITY: Record<LogLevel, number> = { debug: 7, info: 6, warn: 4, error: 3 };
+
+export type LogWriter = (line: string, level: LogLevel) => void;
+
+const plainWriter: LogWriter = (line) => process.stdout.write(line);
+const journaldWriter: LogWriter = (line, level) => process.stdout.write(`<${PRIORITY[level]}>${line}`);
+
+/**
+ * Whether file descriptor `fd` is the journal stream systemd announced in JOURNAL_STREAM
+ * ("device:inode" of the stream it connected to stdout and stderr).
+ */
+export function isJournalStream(journalStream: string | undefined, fd = 1): boolean {
+  const m = /^(\d+):(\d+)$/.exec(journalStream ?? "");
+  if (!m) return false;
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    return st.dev === BigInt(m[1]!) && st.ino === BigInt(m[2]!);
+  } catch {
+    return false;
+  }
+}
+
+/** The writer for stdout: syslog priorities when it is the journal, plain JSON lines otherwise. */
+export function stdoutWriter(journalStream: string | undefined): LogWriter {
+  return isJournalStream(journalStream) ? journaldWriter : plainWriter;
+}
+
 export function createLogger(
   level: LogLevel,
-  write: (line: string) => void = (line) => process.stdout.write(line),
+  write: LogWriter = plainWriter,
   base: LogFields = {},
 ): Logger {
   const min = RANK[level];
   const emit = (lvl: LogLevel, msg: string, fields?: LogFields) => {
     if (RANK[lvl] < min) return;
-    write(JSON.stringify({ ts: new Date().toISOString(), level: lvl, msg, ...base, ...fields }, errorReplacer) + "\n");
+    write(JSON.stringify({ ts: new Date().toISOString(), level: lvl, msg, ...base, ...fields }, errorReplacer) + "\n", lvl);
   };
   return {
     debug: (m, f) => emit("debug", m, f),

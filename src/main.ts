@@ -12,113 +12,80 @@ import { blockCommand, greylistCommand } from "./cli/policy-cmd.ts";
 import { readPassword, userCommand } from "./cli/user-cmd.ts";
 import { dkimCommand } from "./cli/dkim-cmd.ts";
 import { apiKeyCommand } from "./cli/apikey-cmd.ts";
+import { checkUsage, commandUsage, globalUsage, isCommand, UsageError } from "./cli/commands.ts";
+import { reloadCommand } from "./cli/reload-cmd.ts";
 import { ApiKeyError } from "./api/keys.ts";
 import { UserError } from "./users/store.ts";
 import { effectiveConfig } from "./config/display.ts";
 import { DEFAULT_CONFIG_PATH, loadConfig, type ConfigSource } from "./config/load.ts";
 import { ConfigErrors } from "./config/reader.ts";
-import { createLogger, type Logger } from "./log.ts";
+import { createLogger, isJournalStream, stdoutWriter, type Logger } from "./log.ts";
 import { serve } from "./serve.ts";
 import { runSink } from "./sink.ts";
+import { StateLocked } from "./state-lock.ts";
 
 declare const MAILRAVEN_VERSION: string | undefined;
 const VERSION = typeof MAILRAVEN_VERSION === "string" ? MAILRAVEN_VERSION : "dev";
 
-const USAGE = `mailraven ${VERSION}: an edge mail relay
-
-Usage: mailraven <command> [options]
-
-Commands:
-  serve                     run the relay (SMTP listeners, delivery, admin API); SIGHUP reloads
-  check-config              validate the configuration and print the effective settings
-  queue ls [filters]        list queued messages (--state queued|deferred, --domain D,
-                            --older-than 2h, --limit N, --after ID)
-  queue show ID             envelope and per-recipient status of one message
-  queue retry ID            make a message due now
-  queue flush               make every queued message due now
-  queue rm ID --bounce|--silent
-                            delete a message, telling the sender or not
-  apikey ls | add NAME --domain D [--rate 100/1h] | rm ID
-                            keys of the HTTP send API (the token is shown once)
-  user ls | add NAME --identity ADDR|@DOMAIN... | passwd NAME | rm NAME
-                            submission users (password typed, or --password-stdin)
-  dkim keygen DOMAIN [--selector S] [--rsa-only|--ed25519-only] [--force]
-                            DKIM keys for a From: domain; prints the DNS records to publish
-  dkim activate DOMAIN SELECTOR
-                            sign with another (published) selector from the next message on
-  dkim records DOMAIN [--selector S]
-                            print the DNS records of existing keys again
-  greylist ls | rm NETWORK [SENDER RECIPIENT]
-                            greylist triplets; remove one, or every triplet of a network
-  block ls | add CIDR [--for 24h] [--reason TEXT] | rm CIDR
-                            the dynamic IP blocklist
-  backup [--offline]        whole-service backup (queue, policy.db, DKIM keys, ACME, config)
-                            through the admin API, or directly with --offline
-  backup --verify DIR       check a backup against its manifest without restoring it
-  restore BACKUP [--force] [--only queue|policy|dkim|acme]
-                            put a backup in place (relay stopped; what it replaces is kept
-                            aside; --force needed if state exists)
-  sink                      run a local test next hop that stores every message it receives
-  version                   print the version
-
-Options:
-  --config PATH        configuration file (default ${DEFAULT_CONFIG_PATH})
-  --embedded-config    use the built-in local trial configuration instead of a file
-  --json               machine-readable output (queue, backup, restore)
-  --listen HOST:PORT   (sink) address to listen on (default 127.0.0.1:2526)
-  --dir PATH           (sink) where to store messages (default ./data/sink)
-  -h, --help           show this help
-`;
+const PARSE_OPTIONS = {
+  config: { type: "string" },
+  "embedded-config": { type: "boolean" },
+  json: { type: "boolean" },
+  offline: { type: "boolean" },
+  force: { type: "boolean" },
+  verify: { type: "string" },
+  only: { type: "string", multiple: true },
+  bounce: { type: "boolean" },
+  silent: { type: "boolean" },
+  state: { type: "string" },
+  domain: { type: "string", multiple: true },
+  "older-than": { type: "string" },
+  limit: { type: "string" },
+  after: { type: "string" },
+  reason: { type: "string" },
+  identity: { type: "string", multiple: true },
+  rate: { type: "string" },
+  selector: { type: "string" },
+  "rsa-only": { type: "boolean" },
+  "ed25519-only": { type: "boolean" },
+  "password-stdin": { type: "boolean" },
+  for: { type: "string" },
+  listen: { type: "string" },
+  dir: { type: "string" },
+  pid: { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+} as const;
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        config: { type: "string" },
-        "embedded-config": { type: "boolean" },
-        json: { type: "boolean" },
-        offline: { type: "boolean" },
-        force: { type: "boolean" },
-        verify: { type: "string" },
-        only: { type: "string", multiple: true },
-        bounce: { type: "boolean" },
-        silent: { type: "boolean" },
-        state: { type: "string" },
-        domain: { type: "string", multiple: true },
-        "older-than": { type: "string" },
-        limit: { type: "string" },
-        after: { type: "string" },
-        reason: { type: "string" },
-        identity: { type: "string", multiple: true },
-        rate: { type: "string" },
-        selector: { type: "string" },
-        "rsa-only": { type: "boolean" },
-        "ed25519-only": { type: "boolean" },
-        "password-stdin": { type: "boolean" },
-        for: { type: "string" },
-        listen: { type: "string" },
-        dir: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: PARSE_OPTIONS });
   } catch (err) {
-    process.stderr.write(`mailraven: ${(err as Error).message}\n\n${USAGE}`);
-    return 2;
+    const named = argv.find((a) => isCommand(a));
+    throw new UsageError((err as Error).message, named);
   }
   const { values: v, positionals } = parsed;
   const [command, ...rest] = positionals;
-  if (v.help || command === "help" || command === undefined) {
-    process.stdout.write(USAGE);
-    return command === undefined && !v.help ? 2 : 0;
+  if (command === undefined || command === "help") {
+    const about = rest[0];
+    if (about !== undefined && isCommand(about)) return (process.stdout.write(commandUsage(about)), 0);
+    if (about !== undefined) throw new UsageError(`unknown command "${about}"`);
+    if (v.version) return (process.stdout.write(`mailraven ${VERSION}\n`), 0);
+    if (!v.help && command === undefined) throw new UsageError("no command given");
+    process.stdout.write(globalUsage(VERSION));
+    return 0;
   }
+  if (!isCommand(command)) throw new UsageError(`unknown command "${command}"`);
+  if (v.help) return (process.stdout.write(commandUsage(command)), 0);
+  checkUsage(command, rest, Object.keys(v).filter((k) => v[k as keyof typeof v] !== undefined));
   const source: ConfigSource = v["embedded-config"] ? { kind: "embedded" } : { kind: "file", path: resolve(v.config ?? DEFAULT_CONFIG_PATH) };
   const configArgs = source.kind === "embedded" ? ["--embedded-config"] : ["--config", source.path];
   const out = (s: string) => process.stdout.write(s);
 
   switch (command) {
+    case "reload":
+      return reloadCommand(loadConfig(source), v.pid, out);
     case "version":
       out(`mailraven ${VERSION}\n`);
       return 0;
@@ -129,7 +96,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case "serve": {
       const config = loadConfig(source);
-      const log = createLogger(config.logLevel);
+      const log = createLogger(config.logLevel, stdoutWriter(process.env.JOURNAL_STREAM));
       installCrashGuards(log);
       const running = await serve(config, log, VERSION, { reloadConfig: () => loadConfig(source), configArgs });
       process.on("SIGHUP", () => running.reload());
@@ -159,7 +126,7 @@ async function main(argv: string[]): Promise<number> {
     case "restore":
       return restoreCommand(loadConfig(source), { positionals: rest, force: !!v.force, only: v.only ?? [], json: !!v.json, configPath: source.kind === "file" ? source.path : null }, out);
     case "sink": {
-      const log = createLogger("info");
+      const log = createLogger("info", stdoutWriter(process.env.JOURNAL_STREAM));
       const [host, port] = splitHostPort(v.listen ?? "127.0.0.1:2526");
       const server = await runSink(host, port, resolve(v.dir ?? "data/sink"), log);
       await new Promise<void>((done) => {
@@ -170,8 +137,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     default:
-      process.stderr.write(`mailraven: unknown command "${command}"\n\n${USAGE}`);
-      return 2;
+      throw new UsageError(`unknown command "${command}"`);
   }
 }
 
@@ -187,15 +153,24 @@ function installCrashGuards(log: Logger): void {
   process.on("unhandledRejection", (err) => log.error("unhandled rejection", { error: err }));
 }
 
+/** On the journal, every line of a failure to start is filed as an error (see log.ts). */
+function writeError(text: string): void {
+  process.stderr.write(isJournalStream(process.env.JOURNAL_STREAM, 2) ? text.replace(/^(?=.)/gm, "<3>") : text);
+}
+
 /** Expected failures get one clear line and their own exit status; anything else its stack. */
 function exitStatus(err: unknown): number {
   const e = err as Error;
+  if (err instanceof UsageError) {
+    writeError(`mailraven: ${e.message}\n\n${err.command ? commandUsage(err.command) : globalUsage(VERSION)}`);
+    return 2;
+  }
   if (err instanceof ConfigErrors) {
-    process.stderr.write(`mailraven: ${e.message}\n`);
+    writeError(`mailraven: ${e.message}\n`);
     return 78;
   }
-  const expected = err instanceof CliError || err instanceof RestoreError || err instanceof BackupError || err instanceof UnsafePathError || err instanceof UserError || err instanceof ApiKeyError || /^(cannot listen|another mailraven)/.test(e.message ?? "");
-  process.stderr.write(`mailraven: ${expected ? e.message : (e.stack ?? e)}\n`);
+  const expected = err instanceof CliError || err instanceof RestoreError || err instanceof BackupError || err instanceof UnsafePathError || err instanceof UserError || err instanceof ApiKeyError || err instanceof StateLocked || /^cannot listen/.test(e.message ?? "");
+  writeError(`mailraven: ${expected ? e.message : (e.stack ?? e)}\n`);
   return 1;
 }
 

@@ -1,14 +1,18 @@
 // Prometheus metrics (prom-client on a registry of our own, never the global default).
 // Names follow Prometheus conventions: mailraven_<what>_<unit>, counters end in _total.
 
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
 export interface QueueDepthSource {
   depthByState(): { state: string; recipients: number }[];
   depth(): { messages: number };
+  oldestReceivedAt(): number | null;
 }
+
+/** The optional checks that let mail through when they cannot do their job (fail open). */
+export type FailOpenCheck = "clamd" | "spamd" | "authentication" | "dkim_sign" | "dnsbl";
 
 export function createMetrics() {
   const registry = new Registry();
@@ -36,6 +40,7 @@ export function createMetrics() {
       buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 900, 3600, 14400, 86400],
       registers: r,
     }),
+    deliveryNoRoute: new Counter({ name: "mailraven_delivery_no_route_total", help: "Queued recipients deferred because their domain no longer has a route (a reload removed it)", registers: r }),
     bouncesQueued: new Counter({ name: "mailraven_bounces_total", help: "Delivery status notifications queued to senders", registers: r }),
     backups: new Counter({ name: "mailraven_backups_total", help: "Backups by outcome", labelNames: ["outcome"], registers: r }),
     backupLastDuration: new Gauge({ name: "mailraven_backup_last_duration_seconds", help: "Duration of the last successful backup", registers: r }),
@@ -44,8 +49,21 @@ export function createMetrics() {
     greylistDecisions: new Counter({ name: "mailraven_greylist_decisions_total", help: "Greylisting decisions (new, early, pass, allowlisted)", labelNames: ["decision"], registers: r }),
     authAttempts: new Counter({ name: "mailraven_smtp_auth_total", help: "SMTP AUTH attempts by result (ok, failed, blocked)", labelNames: ["result"], registers: r }),
     earlyTalkers: new Counter({ name: "mailraven_smtp_early_talkers_total", help: "Clients that sent before the greeting and were refused", registers: r }),
+    failOpen: new Counter({ name: "mailraven_check_fail_open_total", help: "Mail let through (or left unsigned) because an optional check failed: clamd, spamd, authentication, dkim_sign, dnsbl", labelNames: ["check"], registers: r }),
     adminAuthFailures: new Counter({ name: "mailraven_admin_auth_failures_total", help: "Admin API requests refused for a missing or wrong token", registers: r }),
   };
+}
+
+/**
+ * What every process exports: mailraven_build_info{version,bun} 1, and prom-client's process
+ * and event-loop metrics (process_cpu_seconds_total, process_resident_memory_bytes,
+ * process_open_fds, nodejs_eventloop_lag_*), which work under Bun. Its heap-space gauges are
+ * left out: JavaScriptCore has no V8 heap spaces, so they would all read 0.
+ */
+export function registerProcessMetrics(metrics: Metrics, version: string): void {
+  new Gauge({ name: "mailraven_build_info", help: "The running version (always 1)", labelNames: ["version", "bun"], registers: [metrics.registry] }).set({ version, bun: Bun.version }, 1);
+  collectDefaultMetrics({ register: metrics.registry });
+  for (const name of ["nodejs_heap_space_size_total_bytes", "nodejs_heap_space_size_used_bytes", "nodejs_heap_space_size_available_bytes"]) metrics.registry.removeSingleMetric(name);
 }
 
 /** Queue depth gauges, read from the store when Prometheus scrapes. */
@@ -58,6 +76,15 @@ export function registerQueueGauges(metrics: Metrics, source: QueueDepthSource):
     collect() {
       this.reset();
       for (const { state, recipients } of source.depthByState()) this.set({ state }, recipients);
+    },
+  });
+  new Gauge({
+    name: "mailraven_queue_oldest_message_age_seconds",
+    help: "Age of the oldest message in the queue (0 when it is empty): mail stuck behind a broken route",
+    registers: [metrics.registry],
+    collect() {
+      const oldest = source.oldestReceivedAt();
+      this.set(oldest === null ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
     },
   });
   new Gauge({

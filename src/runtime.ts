@@ -46,6 +46,14 @@ export function buildRuntime(config: Config, services: PipelineServices, acme: T
   };
 }
 
+/** Reads every certificate and key the configuration names, as buildRuntime will: throws naming the one that cannot be read. */
+export function checkTlsFiles(config: Config): void {
+  readTls(config.smtp.tls, "smtp.tls");
+  config.submission?.certificates.forEach((f, i) => readTls(f, `submission.certificates[${i}]`));
+  readTls(config.admin.tls, "admin.tls");
+  readTls(config.api?.tls ?? null, "api.tls");
+}
+
 /** The same runtime with a new ACME certificate in the listeners that use it. */
 export function withAcmeCertificate(rt: Runtime, acme: TlsMaterial): Runtime {
   return { ...rt, ...withAcme(rt.config, rt, acme) };

@@ -11,7 +11,7 @@ import type { Config } from "./config/types.ts";
 import { DeliveryWorker } from "./deliver/worker.ts";
 import { Live } from "./live.ts";
 import type { Logger } from "./log.ts";
-import { createMetrics, registerQueueGauges } from "./metrics.ts";
+import { createMetrics, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
 import { bounceFor } from "./queue/bounce.ts";
 import { QueueStore } from "./queue/store.ts";
 import { buildRuntime, withAcmeCertificate, type Runtime } from "./runtime.ts";
@@ -66,6 +66,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   }, 3_600_000);
   cleanup.unref();
   registerQueueGauges(metrics, store);
+  registerProcessMetrics(metrics, version);
   registerCertificateExpiry(metrics, () => runtime.get());
   // The newest good backup survives restarts: its manifest says when it was made.
   const lastBackup = newestBackupTime(config.backup.dir);
@@ -118,6 +119,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         store,
         buckets: services.caches.buckets,
         sign: () => runtime.get().pipeline.signer,
+        signs: (client, head) => runtime.get().pipeline.signs?.(client, head) ?? false,
         clientIp: requestIp,
         onQueued: () => worker.wake(),
         log,
@@ -147,7 +149,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   if (config.acme && !acmeAtStart) {
     // Not waiting for the CA: mail keeps arriving on port 25 meanwhile. Nothing ever falls back
     // to smtp-server's built-in certificate, whose key is public.
-    log.warn("acme: no certificate yet; until it arrives the MX port offers no STARTTLS and the submission ports refuse connections", { hostnames: config.acme.hostnames });
+    log.warn("acme: no certificate yet; until it arrives the MX port refuses STARTTLS (454) and the submission ports refuse connections", { hostnames: config.acme.hostnames });
   }
   acme.start();
 

@@ -5,7 +5,7 @@
 import { Hono } from "hono";
 import { Readable } from "node:stream";
 import { routeFor } from "../checks/relay-policy.ts";
-import type { ContentCheck } from "../checks/types.ts";
+import type { ClientInfo, ContentCheck } from "../checks/types.ts";
 import { take, type Buckets } from "../checks/envelope/rate-limit.ts";
 import type { Config } from "../config/types.ts";
 import type { Logger } from "../log.ts";
@@ -15,6 +15,7 @@ import { splitMessage } from "../queue/message.ts";
 import type { QueueStore } from "../queue/store.ts";
 import { parseMailbox, type Mailbox } from "../smtp/address.ts";
 import { receivedHeader } from "../smtp/received.ts";
+import { signableBytes } from "../smtp/signable.ts";
 import { errorBody } from "../admin/errors.ts";
 import type { ApiKey, ApiKeyStore } from "./keys.ts";
 import { composeJson, composeRaw, RequestError, type Composed } from "./compose.ts";
@@ -26,6 +27,8 @@ export interface SendApiDeps {
   readonly buckets: Buckets;
   /** DKIM signing (or nothing), from the content pipeline. */
   readonly sign: () => ContentCheck | null;
+  /** Whether that signer will sign for this client and header section (see Pipeline.signs). */
+  readonly signs?: (client: ClientInfo, head: string | null) => boolean;
   readonly clientIp: (req: Request, env: unknown) => string;
   readonly onQueued: () => void;
   readonly log: Logger;
@@ -63,11 +66,13 @@ export function createSendApi(deps: SendApiDeps): Hono {
     const now = Date.now();
     const ip = deps.clientIp(c.req.raw, c.env);
     const id = deps.store.newId(now);
-    const { head: clientHead, body } = splitMessage(composed.raw);
     const client = { ip, port: 0, hostname: "", helo: `api-key-${key.id}`, secure: new URL(c.req.url).protocol === "https:", trusted: false, user: `api:${key.name}` };
+    // A raw message we sign is made 7-bit with short lines first (smtp/signable.ts); MailComposer's already is.
+    const raw = deps.signs?.(client, Buffer.from(splitMessage(composed.raw).head).toString("latin1")) ? await signableBytes(composed.raw) : composed.raw;
+    const { head: clientHead, body } = splitMessage(raw);
     const signer = deps.sign();
     const signed = signer
-      ? await signer({ client, sender: composed.envelope.from, recipients, localDomains: [], message: () => Readable.from([composed.raw]), size: composed.raw.length, head: Buffer.from(clientHead).toString("latin1") })
+      ? await signer({ client, sender: composed.envelope.from, recipients, localDomains: [], message: () => Readable.from([raw]), size: raw.length, head: Buffer.from(clientHead).toString("latin1") })
       : null;
     const trace = receivedHeader({ client, byHost: config.hostname, protocol: client.secure ? "HTTPS" : "HTTP", queueId: id, tls: null, forRecipient: recipients.length === 1 ? recipients[0]!.address : null, date: new Date(now) });
     const head = Buffer.concat([Buffer.from(trace + (signed?.add ?? []).map((h) => `${h}\r\n`).join(""), "latin1"), clientHead]);

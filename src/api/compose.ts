@@ -4,16 +4,14 @@
 
 import MailComposer from "nodemailer/lib/mail-composer";
 import addressparser from "nodemailer/lib/addressparser";
+import { originators } from "./originators.ts";
+import { RequestError } from "./request-error.ts";
 
-export class RequestError extends Error {
-  constructor(readonly status: 400 | 403 | 413, readonly code: string, message: string) {
-    super(message);
-  }
-}
+export { RequestError };
 
 export interface Composed {
   readonly envelope: { readonly from: string; readonly to: readonly string[] };
-  /** The From: header addresses, for the per-key domain check. */
+  /** Every address in From:, Sender:, Resent-From: and Resent-Sender:, for the per-key domain check. */
   readonly fromHeader: readonly string[];
   readonly raw: Buffer;
 }
@@ -104,9 +102,8 @@ export function composeRaw(raw: Buffer, envelope: { from?: unknown; to?: unknown
   const from = addressList(envelope.from, "envelope.from");
   const to = addressList(envelope.to, "envelope.to");
   if (from.length !== 1 || to.length === 0) throw new RequestError(400, "bad_envelope", "give envelope.from (one address) and envelope.to (at least one)");
-  const head = raw.toString("latin1").split("\r\n\r\n")[0] ?? "";
-  const fromLines = head.split(/\r\n(?![ \t])/).filter((l) => /^from:/i.test(l));
-  const fromHeader = fromLines.flatMap((l) => addressparser(l.slice(5)).flatMap((a) => ("address" in a && a.address ? [a.address.toLowerCase()] : [])));
-  if (fromHeader.length === 0) throw new RequestError(400, "bad_message", "the message has no From: header");
-  return { envelope: { from: bare(from[0]!), to: to.map(bare) }, fromHeader, raw };
+  const text = raw.toString("latin1");
+  const end = text.indexOf("\r\n\r\n");
+  const { all } = originators(end === -1 ? text : text.slice(0, end + 2));
+  return { envelope: { from: bare(from[0]!), to: to.map(bare) }, fromHeader: all, raw };
 }

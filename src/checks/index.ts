@@ -11,13 +11,13 @@
 import type { AuthPolicy, Config } from "../config/types.ts";
 import { ACCEPT } from "../verdict.ts";
 import { authenticationCheck } from "./content/authentication.ts";
-import { dkimSigning } from "./content/dkim-sign.ts";
+import { dkimSigning, signsFor, type DkimSigningOptions } from "./content/dkim-sign.ts";
 import { DkimKeyCache } from "../dkim/keys.ts";
 import { virusCheck } from "./content/clamd.ts";
 import { spamCheck } from "./content/spamd.ts";
 import { Resolver } from "../dns/resolver.ts";
 import type { Logger } from "../log.ts";
-import type { Metrics } from "../metrics.ts";
+import type { FailOpenCheck, Metrics } from "../metrics.ts";
 import type { PolicyStore } from "../policy/store.ts";
 import type { UserStore } from "../users/store.ts";
 import { fromIdentity, senderIdentity } from "./submission/identity.ts";
@@ -91,6 +91,11 @@ export function strictest(base: AuthPolicy, overrides: readonly Partial<AuthPoli
 
 export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
   const d = config.defenses;
+  /** An optional check could not do its job and let the mail through: logged and counted, for alerts. */
+  const failedOpen = (check: FailOpenCheck, msg: string, err: Error) => {
+    s.metrics.failOpen.inc({ check });
+    s.log.warn(msg, { error: err.message });
+  };
   const resolver = new Resolver({ servers: config.dns.servers, timeoutMs: config.dns.timeoutMs, attempts: config.dns.attempts });
   const connectNamed: [string, Check<ConnectContext>][] = config.pipeline.connect.map((name) => [name, connectCheck(name)]);
   function connectCheck(name: (typeof config.pipeline.connect)[number]): Check<ConnectContext> {
@@ -105,7 +110,10 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
           cache: s.caches.dnsbl,
           onResult: (zone, result, err) => {
             s.metrics.dnsblResults.inc({ zone, result });
-            if (err) s.log.warn("dns list lookup failed; treated as not listed", { zone, error: err.message });
+            if (err) {
+              s.metrics.failOpen.inc({ check: "dnsbl" });
+              s.log.warn("dns list lookup failed; treated as not listed", { zone, error: err.message });
+            }
           },
         });
     }
@@ -131,14 +139,14 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
           authservId: auth.authservId,
           resolver: resolver.forMailauth,
           policy: (domains) => strictest(auth.policy, domains.map((dom) => config.domainPolicy.get(dom) ?? {})),
-          onError: (err) => s.log.warn("sender authentication failed; accepted without a verdict", { error: err.message }),
+          onError: (err) => failedOpen("authentication", "sender authentication failed; accepted without a verdict", err),
         });
         // Our own servers' and users' outbound mail is not checked against its senders' SPF and DMARC.
-        return [async (ctx) => (ctx.client.trusted || ctx.client.user !== null ? { verdict: ACCEPT } : check(ctx))];
+        return [async (ctx) => (ctx.client.trusted || ctx.client.allowlisted || ctx.client.user !== null ? { verdict: ACCEPT } : check(ctx))];
       }
       case "clamd":
         return [
-          virusCheck({ target: d.clamd!.target, timeoutMs: d.clamd!.timeoutMs, onError: (err) => s.log.warn("clamd scan failed; message accepted unscanned", { error: err.message }) }),
+          virusCheck({ target: d.clamd!.target, timeoutMs: d.clamd!.timeoutMs, onError: (err) => failedOpen("clamd", "clamd scan failed; message accepted unscanned", err) }),
         ];
       case "spamd":
         return [
@@ -147,19 +155,21 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
             timeoutMs: d.spamd!.timeoutMs,
             tagScore: d.spamd!.tagScore,
             rejectScore: d.spamd!.rejectScore,
-            onError: (err) => s.log.warn("spamd scan failed; message accepted unscanned", { error: err.message }),
+            onError: (err) => failedOpen("spamd", "spamd scan failed; message accepted unscanned", err),
           }),
         ];
     }
   }));
-  // Signing comes last, so refused mail is never signed; it signs the client's message as received.
-  const signer = config.outbound.dkimSign
-    ? dkimSigning({
+  // Signing comes last, so refused mail is never signed; it signs the client's message as received
+  // (in its 7-bit, short-line form: smtp/signable.ts).
+  const signing: DkimSigningOptions | null = config.outbound.dkimSign
+    ? {
         keys: (domain) => s.dkimKeys.load(config.outbound.dkimDir, domain),
         shouldSign: (ctx) => ctx.client.trusted || ctx.client.user !== null,
-        onError: (err) => s.log.warn("DKIM signing failed; message sent unsigned", { error: err.message }),
-      })
+        onError: (err) => failedOpen("dkim_sign", "DKIM signing failed; message sent unsigned", err),
+      }
     : null;
+  const signer = signing ? dkimSigning(signing) : null;
   if (signer) content.push(signer);
   return {
     connect,
@@ -169,5 +179,6 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
     data: [messageSize(config.smtp.maxMessageSize), bareNewline, hopCount(config.smtp.maxHops)],
     content,
     signer,
+    signs: (client, head) => signing !== null && signsFor(signing, client, head),
   };
 }

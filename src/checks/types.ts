@@ -12,6 +12,8 @@ export interface ClientInfo {
   readonly secure: boolean;
   /** The client is inside relay_networks and may relay to any domain. */
   readonly trusted: boolean;
+  /** In defenses.allowlist: spared the defenses as relay_networks are (rate limits, greylisting, sender authentication), without their relaying rights. */
+  readonly allowlisted?: boolean;
   /** The authenticated submission user, or null. */
   readonly user: string | null;
 }
@@ -86,6 +88,8 @@ export interface Pipeline {
   readonly content: readonly ContentCheck[];
   /** DKIM signing alone, for mail that does not come through SMTP (the send API). */
   readonly signer: ContentCheck | null;
+  /** Whether the signer will sign mail from this client with this header section (false without a signer). */
+  readonly signs?: (client: ClientInfo, head: string | null) => boolean;
 }
 
 /** Runs a stage's checks in order; the first verdict that is not accept ends the stage. */

@@ -3,6 +3,7 @@
 import { ApiKeyStore } from "../api/keys.ts";
 import type { Config } from "../config/types.ts";
 import { CliError } from "./admin-client.ts";
+import { UsageError } from "./commands.ts";
 import { table } from "./table.ts";
 
 export interface ApiKeyArgs {
@@ -24,17 +25,17 @@ export function apiKeyCommand(config: Config, a: ApiKeyArgs, out: (s: string) =>
         return 0;
       }
       case "add": {
-        if (!arg) throw new CliError("usage: mailraven apikey add NAME --domain example.org [--domain ...] [--rate 100/1h]");
+        if (!arg) throw new UsageError("usage: mailraven apikey add NAME --domain example.org [--domain ...] [--rate 100/1h]", "apikey");
         const { key, token } = keys.create(arg, a.domains, a.rate ?? null);
         out(a.json ? `${JSON.stringify({ ...key, token }, null, 2)}\n` : `key ${key.id} (${key.name}) for ${key.domains.join(", ")}\n${token}\nThis token is shown once; store it where the application reads it.\n`);
         return 0;
       }
       case "rm":
-        if (!arg || !keys.remove(arg)) throw new CliError(arg ? `no key ${arg}` : "usage: mailraven apikey rm ID");
+        if (!arg || !keys.remove(arg)) throw arg ? new CliError(`no key ${arg}`) : new UsageError("usage: mailraven apikey rm ID", "apikey");
         out(`key ${arg} removed\n`);
         return 0;
       default:
-        throw new CliError(`unknown apikey command "${verb}"; use ls, add or rm`);
+        throw new UsageError(`unknown apikey command "${verb}"; use ls, add or rm`, "apikey");
     }
   } finally {
     keys.close();

@@ -10,6 +10,7 @@ import { dropToOwnerOf } from "../backup/safe-fs.ts";
 import { BackupError, createBackup, type BackupResult } from "../backup/snapshot.ts";
 import { verifyBackup } from "../backup/verify.ts";
 import { adminClient, CliError } from "./admin-client.ts";
+import { UsageError } from "./commands.ts";
 
 export interface BackupArgs {
   readonly offline: boolean;
@@ -70,7 +71,7 @@ export function restoreCommand(config: Config, a: RestoreArgs, out: (s: string) 
   if (!from || extra !== undefined) throw new CliError("mailraven restore needs the backup directory, e.g. /var/lib/mailraven/backups/mailraven-20261121T020000Z");
   const only = a.only.flatMap((o) => o.split(",")).map((o) => o.trim()).filter(Boolean);
   const unknown = only.filter((o) => !COMPONENTS.includes(o as Component));
-  if (unknown.length) throw new CliError(`--only takes ${COMPONENTS.join(", ")} (or several, comma-separated), not ${unknown.join(", ")}`);
+  if (unknown.length) throw new UsageError(`--only takes ${COMPONENTS.join(", ")} (or several, comma-separated), not ${unknown.join(", ")}`, "restore");
   dropToOwnerOf(config.stateDir);
   const r = restoreBackup(resolve(from), config, { force: a.force, only: only as Component[], configPath: a.configPath });
   if (a.json) out(`${JSON.stringify(r, null, 2)}\n`);
@@ -79,7 +80,7 @@ export function restoreCommand(config: Config, a: RestoreArgs, out: (s: string) 
 }
 
 function restoreSummary(r: RestoreResult): string {
-  const what = r.components.map((c) => (c === "queue" ? `queue (${r.messages} message(s))` : c)).join(", ");
+  const what = r.components.includes("queue") ? `${r.messages} message(s) (${r.components.join(", ")})` : r.components.join(", ");
   const lines = [`restored ${what} from ${r.restored_from}${r.previous_state_kept_in ? `; the previous state is in ${r.previous_state_kept_in}` : ""}`];
   if (r.config.copy) lines.push(`the configuration the backup was made with is ${r.config.copy}${r.config.same_as_current === true ? " (the same as the current one)" : r.config.same_as_current === false ? " (it differs from the current one: compare them before starting the relay)" : ""}`);
   for (const l of r.left_out) lines.push(`not in the backup: ${l.key} (${l.path}): put it back by hand`);

@@ -6,6 +6,7 @@ import type { Config } from "../config/types.ts";
 import { dropToOwnerOf } from "../backup/safe-fs.ts";
 import { activateSelector, DkimKeyError, generateKeys, publishedRecords, type KeyKind, type TxtRecord } from "../dkim/keys.ts";
 import { CliError } from "./admin-client.ts";
+import { UsageError } from "./commands.ts";
 
 export interface DkimArgs {
   /** What follows "dkim": the verb, then its operands. */
@@ -16,10 +17,6 @@ export interface DkimArgs {
   readonly force: boolean;
   readonly json: boolean;
 }
-
-const USAGE = `usage: mailraven dkim keygen DOMAIN [--selector S] [--rsa-only|--ed25519-only] [--force]
-       mailraven dkim activate DOMAIN SELECTOR
-       mailraven dkim records DOMAIN [--selector S]`;
 
 /** The default selector: "mr" and the UTC year and month, e.g. mr202611; rotate with a new one. */
 export function defaultSelector(now: Date): string {
@@ -35,8 +32,8 @@ export async function dkimCommand(config: Config, a: DkimArgs, out: (s: string) 
   try {
     switch (verb) {
       case "keygen": {
-        if (!domain || operand !== undefined) throw new CliError(USAGE);
-        if (a.rsaOnly && a.ed25519Only) throw new CliError("--rsa-only and --ed25519-only exclude each other");
+        if (!domain || operand !== undefined) throw new UsageError("mailraven dkim keygen takes one DOMAIN", "dkim");
+        if (a.rsaOnly && a.ed25519Only) throw new UsageError("--rsa-only and --ed25519-only exclude each other", "dkim");
         const kinds: KeyKind[] = a.rsaOnly ? ["rsa"] : a.ed25519Only ? ["ed25519"] : ["rsa", "ed25519"];
         const r = generateKeys(dir, domain, a.selector ?? defaultSelector(now), kinds, { force: a.force });
         if (a.json) out(json({ domain: r.domain, selector: r.selector, active: r.active, active_selector: r.activeSelector, replaced: r.replaced, records: r.records.map(jsonRecord) }));
@@ -45,21 +42,21 @@ export async function dkimCommand(config: Config, a: DkimArgs, out: (s: string) 
       }
       case "activate": {
         const selector = operand ?? a.selector;
-        if (!domain || !selector) throw new CliError(USAGE);
+        if (!domain || !selector) throw new UsageError("mailraven dkim activate needs DOMAIN and SELECTOR", "dkim");
         const keys = activateSelector(dir, domain, selector);
         if (a.json) out(json({ domain: keys.domain, active_selector: keys.selector, keys: keys.keys.map((k) => ({ selector: k.selector, algorithm: k.algorithm })) }));
         else out(`${keys.domain}: mail is signed with selector ${keys.selector} from the next message on (${keys.keys.map((k) => `${k.algorithm} as s=${k.selector}`).join(", ")})\n`);
         return 0;
       }
       case "records": {
-        if (!domain || operand !== undefined) throw new CliError(USAGE);
+        if (!domain || operand !== undefined) throw new UsageError("mailraven dkim records takes one DOMAIN", "dkim");
         const r = publishedRecords(dir, domain, a.selector);
         if (a.json) out(json({ selector: r.selector, active: r.active, records: r.records.map(jsonRecord) }));
         else out(`; selector ${r.selector}${r.active ? " (active)" : " (not active)"}\n${r.records.map(zoneLine).join("")}`);
         return 0;
       }
       default:
-        throw new CliError(verb === undefined ? USAGE : `unknown dkim command "${verb}"; use keygen, activate or records\n${USAGE}`);
+        throw new UsageError(verb === undefined ? "mailraven dkim needs keygen, activate or records" : `unknown dkim command "${verb}"; use keygen, activate or records`, "dkim");
     }
   } catch (err) {
     if (err instanceof DkimKeyError) throw new CliError(err.message);

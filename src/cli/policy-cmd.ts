@@ -1,7 +1,8 @@
 // `mailraven greylist ls|rm` and `mailraven block ls|add|rm`: the admin API's policy routes from a shell.
 
 import type { Config } from "../config/types.ts";
-import { adminClient, CliError } from "./admin-client.ts";
+import { adminClient } from "./admin-client.ts";
+import { UsageError } from "./commands.ts";
 import { table } from "./table.ts";
 
 export interface PolicyArgs {
@@ -30,7 +31,7 @@ export async function greylistCommand(config: Config, a: PolicyArgs, out: (s: st
       return 0;
     }
     case "rm": {
-      if (!network || (sender === undefined) !== (recipient === undefined)) throw new CliError("usage: mailraven greylist rm NETWORK [SENDER RECIPIENT]");
+      if (!network || (sender === undefined) !== (recipient === undefined)) throw new UsageError("usage: mailraven greylist rm NETWORK [SENDER RECIPIENT]", "greylist");
       const q = new URLSearchParams({ network });
       if (sender !== undefined && recipient !== undefined) (q.set("sender", sender), q.set("recipient", recipient));
       const body = (await api.request("DELETE", `/admin/greylist?${q}`)) as { removed: number };
@@ -38,7 +39,7 @@ export async function greylistCommand(config: Config, a: PolicyArgs, out: (s: st
       return 0;
     }
     default:
-      throw new CliError(`unknown greylist command "${verb}"; use ls or rm`);
+      throw new UsageError(`unknown greylist command "${verb}"; use ls or rm`, "greylist");
   }
 }
 
@@ -54,18 +55,18 @@ export async function blockCommand(config: Config, a: PolicyArgs, out: (s: strin
       return 0;
     }
     case "add": {
-      if (!cidr) throw new CliError("usage: mailraven block add CIDR [--for 24h] [--reason TEXT]");
+      if (!cidr) throw new UsageError("usage: mailraven block add CIDR [--for 24h] [--reason TEXT]", "block");
       const body = (await api.request("POST", "/admin/blocklist", { cidr, reason: a.reason, expires_in: a.for })) as Block;
       show(body, () => `${body.cidr} blocked${body.expires_at ? ` until ${body.expires_at}` : ""}\n`);
       return 0;
     }
     case "rm": {
-      if (!cidr) throw new CliError("usage: mailraven block rm CIDR");
+      if (!cidr) throw new UsageError("usage: mailraven block rm CIDR", "block");
       const body = await api.request("DELETE", `/admin/blocklist/${encodeURIComponent(cidr)}`);
       show(body, () => `${cidr} unblocked\n`);
       return 0;
     }
     default:
-      throw new CliError(`unknown block command "${verb}"; use ls, add or rm`);
+      throw new UsageError(`unknown block command "${verb}"; use ls, add or rm`, "block");
   }
 }

@@ -1,7 +1,8 @@
 // `mailraven queue ls|show|retry|flush|rm`: the admin API's queue routes from a shell.
 
 import type { Config } from "../config/types.ts";
-import { adminClient, CliError } from "./admin-client.ts";
+import { adminClient } from "./admin-client.ts";
+import { UsageError } from "./commands.ts";
 import { table } from "./table.ts";
 
 export interface QueueArgs {
@@ -24,7 +25,7 @@ export async function queueCommand(config: Config, a: QueueArgs, out: (s: string
   const [verb, id] = a.positionals;
   const show = (body: unknown, text: () => string) => out(a.json ? `${JSON.stringify(body, null, 2)}\n` : text());
   const needId = () => {
-    if (!id) throw new CliError(`mailraven queue ${verb} needs a queue id`);
+    if (!id) throw new UsageError(`mailraven queue ${verb} needs a queue id`, "queue");
     return encodeURIComponent(id);
   };
   switch (verb) {
@@ -63,12 +64,12 @@ export async function queueCommand(config: Config, a: QueueArgs, out: (s: string
       return 0;
     }
     case "rm": {
-      if (a.bounce === a.silent) throw new CliError("mailraven queue rm needs --bounce (the sender is told) or --silent");
+      if (a.bounce === a.silent) throw new UsageError("mailraven queue rm needs --bounce (the sender is told) or --silent", "queue");
       const body = await api.request("DELETE", `/admin/queue/${needId()}?mode=${a.bounce ? "bounce" : "silent"}`);
       show(body, () => `${id}: deleted${a.bounce ? ", sender notified" : ""}\n`);
       return 0;
     }
     default:
-      throw new CliError(`unknown queue command "${verb}"; use ls, show, retry, flush or rm`);
+      throw new UsageError(`unknown queue command "${verb}"; use ls, show, retry, flush or rm`, "queue");
   }
 }

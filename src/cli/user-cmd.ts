@@ -4,6 +4,7 @@
 import type { Config } from "../config/types.ts";
 import { UserStore } from "../users/store.ts";
 import { CliError } from "./admin-client.ts";
+import { UsageError } from "./commands.ts";
 import { table } from "./table.ts";
 
 export interface UserArgs {
@@ -18,7 +19,7 @@ export async function userCommand(config: Config, a: UserArgs, out: (s: string) 
   try {
     const [verb, name] = a.positionals;
     const need = () => {
-      if (!name) throw new CliError(`mailraven user ${verb} needs a user name`);
+      if (!name) throw new UsageError(`mailraven user ${verb} needs a user name`, "user");
       return name;
     };
     switch (verb) {
@@ -42,7 +43,7 @@ export async function userCommand(config: Config, a: UserArgs, out: (s: string) 
         out(`user ${name} removed\n`);
         return 0;
       default:
-        throw new CliError(`unknown user command "${verb}"; use ls, add, passwd or rm`);
+        throw new UsageError(`unknown user command "${verb}"; use ls, add, passwd or rm`, "user");
     }
   } finally {
     users.close();

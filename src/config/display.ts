@@ -35,6 +35,7 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
     queue: {
       retry_schedule: c.queue.retryScheduleMs.map(formatDuration),
       inline_max_size: size(c.queue.inlineMaxSize),
+      delay_warning: formatDuration(c.queue.delayWarningMs),
     },
     delivery: {
       concurrency_per_route: c.delivery.concurrencyPerRoute,

@@ -6,7 +6,8 @@ import { parseCidr, type Cidr } from "../net/cidr.ts";
 import { join, Reader } from "./reader.ts";
 import type { OutboundConfig, TlsPolicy } from "./types.ts";
 
-const POLICIES = ["none", "opportunistic", "required", "verify"] as const;
+export const TLS_POLICIES = ["none", "opportunistic", "required", "verify"] as const;
+const POLICIES = TLS_POLICIES;
 /** Like Exim's default ignore_target_hosts: an MX host here is a mistake or a trick (or us), never a peer. */
 const IGNORED_MX_ADDRESSES = ["0.0.0.0/8", "127.0.0.0/8", "::/128", "::1/128"];
 

@@ -8,14 +8,15 @@ import type { LogLevel } from "../log.ts";
 import { parseDuration } from "../units.ts";
 import { readFileSync } from "node:fs";
 import { ConfigErrors, join, Reader, type Obj, type SecretSources } from "./reader.ts";
-import type { AdminConfig, AuthPolicy, Config, ListenAddress, Route, TlsFiles } from "./types.ts";
+import type { AdminConfig, AuthPolicy, Config, ListenAddress, Route, TlsFiles, TlsPolicy } from "./types.ts";
 import { authPolicy, DEFAULT_AUTH_POLICY, parseDefenses, parseDns, parsePipeline } from "./defenses.ts";
 import { systemServers } from "../dns/resolver.ts";
-import { parseOutbound } from "./outbound.ts";
+import { parseOutbound, TLS_POLICIES } from "./outbound.ts";
 import { parseSubmission } from "./submission.ts";
 import { checkAcmePrecedence, parseAcme } from "./acme.ts";
 
-const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h"];
+// Gives up after about 5 days (5d 8h), as RFC 5321 4.5.4.1 asks ("at least 4-5 days").
+const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h", "24h", "24h", "24h"];
 const DEFAULT_PORTS = { smtp: 25, lmtp: 24 } as const;
 
 function readResolvConf(): string {
@@ -51,7 +52,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     "max_recipients", "max_line_length", "max_hops", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls",
   ]);
   const relayObj = r.section(top.relay, "relay", ["domains", "relay_networks", "smarthost"]);
-  const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size"]);
+  const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size", "delay_warning"]);
   const deliveryObj = r.section(top.delivery, "delivery", ["concurrency_per_route", "connect_timeout", "timeout", "idle_connection_ttl"]);
   const adminObj = r.section(top.admin, "admin", ["enabled", "listen", "token", "token_file", "token_env", "tls"]);
   const backupObj = r.section(top.backup, "backup", ["dir", "keep", "include_secrets"]);
@@ -94,6 +95,8 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     queue: {
       retryScheduleMs: retrySchedule(r, queueObj),
       inlineMaxSize: r.size(queueObj, "inline_max_size", "queue", 128 * 1024, 0),
+      // Postfix's delay_warning_time, on by default here: senders hear of mail stuck for hours.
+      delayWarningMs: r.duration(queueObj, "delay_warning", "queue", 4 * 3_600_000),
     },
     delivery: {
       // Postfix's default_destination_concurrency_limit.
@@ -214,11 +217,17 @@ function domains(r: Reader, relay: Obj, policies: Map<string, Partial<AuthPolicy
 }
 
 function route(r: Reader, value: unknown, path: string): Route | null {
-  const m = typeof value === "string" ? /^(smtp|lmtp):\/\/([^/]+?)\/?$/i.exec(value.trim()) : null;
+  const m = typeof value === "string" ? /^(smtp|lmtp):\/\/([^/?]+?)\/?(?:\?(.*))?$/i.exec(value.trim()) : null;
   const protocol = m?.[1]!.toLowerCase() as "smtp" | "lmtp" | undefined;
   const hp = m ? parseHostPort(m[2]!) : undefined;
   if (!protocol || !hp || hp.port === 0) return r.fail(path, 'a route such as "smtp://10.0.0.5:25" or "lmtp://[2001:db8::5]:24"', value) ?? null;
-  return { protocol, host: hp.host, port: hp.port ?? DEFAULT_PORTS[protocol], uri: `${protocol}://${m![2]}` };
+  // ?tls=: STARTTLS towards this next hop, as outbound.tls_policy says it for MX hosts.
+  const query = new URLSearchParams(m![3] ?? "");
+  const unknown = [...query.keys()].find((k) => k !== "tls");
+  if (unknown !== undefined) return r.fail(path, `a route whose only option is ?tls=${TLS_POLICIES.join("|")} (found "${unknown}")`, value) ?? null;
+  const tls = query.get("tls") ?? undefined;
+  if (tls !== undefined && !(TLS_POLICIES as readonly string[]).includes(tls)) return r.fail(path, `?tls= one of ${TLS_POLICIES.join(", ")}`, value) ?? null;
+  return { protocol, host: hp.host, port: hp.port ?? DEFAULT_PORTS[protocol], uri: `${protocol}://${m![2]}${tls ? `?tls=${tls}` : ""}`, ...(tls ? { tls: tls as TlsPolicy } : {}) };
 }
 
 function cidrs(r: Reader, obj: Obj, key: string, path: string, fallback: string[]): Cidr[] {

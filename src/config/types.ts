@@ -11,6 +11,8 @@ export interface Route {
   readonly port: number;
   /** As written in the config, used as the route's name in logs and the queue. */
   readonly uri: string;
+  /** STARTTLS towards a configured route (?tls=); opportunistic when not given. MX routes follow outbound.tls_policy. */
+  readonly tls?: TlsPolicy;
 }
 
 export interface ListenAddress {
@@ -50,6 +52,8 @@ export interface RelayConfig {
 export interface QueueConfig {
   readonly retryScheduleMs: readonly number[];
   readonly inlineMaxSize: number;
+  /** A recipient still deferred this long after arrival gets its sender one delay warning; 0: never. */
+  readonly delayWarningMs: number;
 }
 
 export interface DeliveryConfig {

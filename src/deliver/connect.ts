@@ -17,9 +17,9 @@ const MX_PORT = 25;
 /** Addresses tried per attempt, over all hosts (Postfix's smtp_mx_address_limit). */
 export const MAX_MX_ADDRESSES = 5;
 
-/** A configured route: one host, opportunistic TLS as for any next hop we were told to use. */
+/** A configured route: one host, under the route's ?tls= policy (opportunistic unless it says otherwise). */
 export function openRoute(route: Route, client: ClientOptions, log: Logger): Promise<HopConnection> {
-  const target: HopTarget = { host: route.host, port: route.port, lmtp: route.protocol === "lmtp", tls: "opportunistic", label: route.uri };
+  const target: HopTarget = { host: route.host, port: route.port, lmtp: route.protocol === "lmtp", tls: route.tls ?? "opportunistic", label: route.uri };
   return openWithFallback(target, client, log, false);
 }
 

@@ -6,6 +6,7 @@
 import type { Readable } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
+import { extensionsOf, paramHook, type EsmtpParams, type HopExtensions } from "./esmtp-params.ts";
 import { classify, type RecipientResult } from "./result.ts";
 import { demandsTls, startTlsOptions, type TlsPolicy } from "./tls-policy.ts";
 
@@ -74,9 +75,14 @@ export class HopConnection {
   private conn: SMTPConnection;
   private closed = false;
   lastUsed = Date.now();
+  /** What the next hop offered (8BITMIME, SMTPUTF8, DSN). */
+  readonly extensions: HopExtensions;
+  private readonly params: ReturnType<typeof paramHook>;
 
   private constructor(conn: SMTPConnection, readonly peer: Peer) {
     this.conn = conn;
+    this.extensions = extensionsOf(conn);
+    this.params = paramHook(conn);
     conn.once("end", () => (this.closed = true));
     conn.once("error", () => (this.closed = true));
   }
@@ -122,8 +128,9 @@ export class HopConnection {
   }
 
   /** Sends and returns one result per envelope recipient, in order. Never throws. */
-  async send(envelope: Envelope, body: Uint8Array | Readable): Promise<RecipientResult[]> {
+  async send(envelope: Envelope, body: Uint8Array | Readable, params: EsmtpParams | null = null): Promise<RecipientResult[]> {
     this.lastUsed = Date.now();
+    this.params.set(params);
     try {
       const info = await new Promise<SMTPConnection.SentMessageInfo>((resolve, reject) =>
         this.conn.send(
@@ -141,6 +148,8 @@ export class HopConnection {
       if (e.responseCode === undefined) this.close();
       else await this.reset();
       return envelope.to.map((rcpt) => rejected.get(rcpt) ?? fallback);
+    } finally {
+      this.params.set(null);
     }
   }
 

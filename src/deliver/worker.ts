@@ -4,8 +4,6 @@
 // queue only after every recipient got a final answer (at-least-once delivery). Mail for an
 // mx:// route goes to the recipient domain's MX hosts, one pool per domain (connect.ts).
 
-import { createReadStream } from "node:fs";
-import { Readable } from "node:stream";
 import { routeFor } from "../checks/relay-policy.ts";
 import type { Config, Route } from "../config/types.ts";
 import { Resolver } from "../dns/resolver.ts";
@@ -13,27 +11,16 @@ import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { parseMailbox } from "../smtp/address.ts";
 import { nextAttemptAt } from "../queue/backoff.ts";
-import { bounceFor } from "../queue/bounce.ts";
-import type { FailedRecipient } from "../queue/dsn.ts";
-import type { DueRecipient, QueueStore, RecipientOutcome, StoredBody } from "../queue/store.ts";
+import { reportFor } from "../queue/bounce.ts";
+import { notifies, type FailedRecipient, type ReportedRecipient } from "../queue/dsn.ts";
+import type { DueRecipient, QueueStore, RecipientOutcome } from "../queue/store.ts";
 import { openMx, openRoute } from "./connect.ts";
+import { sendStored } from "./outbound-message.ts";
 import { MtaStsPolicies } from "./mta-sts.ts";
 import { selfMatcher } from "./mx.ts";
 import { RoutePool } from "./pool.ts";
 import { DeliveryFailure, type FailureResult, type RecipientResult } from "./result.ts";
 import { HopOpenError, type ClientOptions, type HopConnection, type Peer } from "./smtp-client.ts";
-
-/** The stored message as sent on: header section, then the body from the row or the spool. */
-function messageStream(stored: StoredBody): Uint8Array | Readable {
-  if (stored.inline) return Buffer.concat([stored.head, stored.inline]);
-  const path = stored.spoolPath!;
-  return Readable.from(
-    (async function* () {
-      yield Buffer.from(stored.head);
-      yield* createReadStream(path);
-    })(),
-  );
-}
 
 interface Job {
   readonly messageId: string;
@@ -237,15 +224,15 @@ export class DeliveryWorker {
 
   private async deliver(pool: RoutePool, job: Job): Promise<void> {
     const { store, log } = this.deps;
-    const first = job.recipients[0]!;
     const started = this.now();
     let results: RecipientResult[];
-    const used: { peer?: Peer } = {};
+    const used: Hop = {};
     try {
       const stored = store.body(job.messageId);
       results = await pool.withConnection((conn) => {
         used.peer = conn.peer;
-        return conn.send({ from: first.sender, to: job.recipients.map((r) => r.address), size: first.size }, messageStream(stored));
+        used.dsn = conn.extensions.dsn;
+        return sendStored(conn, stored, job.recipients, job.route.uri);
       });
     } catch (err) {
       // A configured route's failures are all temporary, a 5xx greeting included: we were told
@@ -260,7 +247,7 @@ export class DeliveryWorker {
     // outcome's fsync, so a route's sessions never sit idle waiting for the disk.
     this.dispatch();
     try {
-      await this.record(job, results);
+      await this.record(job, results, used);
     } catch (err) {
       log.error("recording delivery outcome failed", { queue_id: job.messageId, error: err });
     } finally {
@@ -281,52 +268,89 @@ export class DeliveryWorker {
     });
   }
 
+  /**
+   * Every queued recipient had a route when it was accepted, so none now means a reload took
+   * it away, most likely by mistake (a typo in relay.domains): the mail waits on the retry
+   * schedule for the route to come back instead of bouncing at once.
+   */
   private async failNoRoute(recipients: DueRecipient[]): Promise<void> {
     for (const r of recipients) this.inFlight.add(r.rowId);
     const byMessage = Map.groupBy(recipients, (r) => r.messageId);
     try {
       for (const [messageId, list] of byMessage) {
-        const route = { protocol: "smtp", host: "", port: 0, uri: "" } as const;
-        await this.record({ messageId, route, recipients: list }, list.map(() => ({ kind: "permanent", response: "5.4.4 No route to the recipient's domain" })));
+        const route = { protocol: "smtp", host: "", port: 0, uri: "none" } as const;
+        this.deps.metrics.deliveryNoRoute.inc(list.length);
+        this.deps.log.error("no route for queued mail (removed from the configuration?): deferred, not bounced", { queue_id: messageId, rcpt: list.map((r) => r.address), attempts: list[0]!.attempts + 1 });
+        await this.record({ messageId, route, recipients: list }, list.map(() => ({ kind: "temporary", response: "4.4.4 No route to the recipient's domain in the configuration" })));
       }
     } finally {
       for (const r of recipients) this.inFlight.delete(r.rowId);
     }
   }
 
-  private async record(job: Job, results: RecipientResult[]): Promise<void> {
+  private async record(job: Job, results: RecipientResult[], hop: Hop = {}): Promise<void> {
     const { store, log, metrics } = this.deps;
     const config = this.deps.config();
     const now = this.now();
     const outcomes: RecipientOutcome[] = [];
     const failed: FailedRecipient[] = [];
+    const delayed: ReportedRecipient[] = [];
+    const succeeded: ReportedRecipient[] = [];
+    const warnAfter = config.queue.delayWarningMs;
     job.recipients.forEach((r, i) => {
       const res = results[i] ?? { kind: "temporary", response: "4.3.0 no result" };
       if (res.kind === "ok") {
         metrics.deliveryAttempts.inc({ route: routeLabel(job.route), outcome: "delivered" });
         metrics.deliverySeconds.observe((now - r.receivedAt) / 1000);
+        // RFC 3461 5.2.2: a next hop that offers DSN was given NOTIFY and reports from here on.
+        if (!hop.dsn && notifies(r.notify, "delivered")) succeeded.push({ address: r.address, orcpt: r.orcpt, diagnostic: res.response, remote: true, remoteMta: (hop.peer?.mx ?? job.route.host).replace(/\[[^\]]*\]$/, "") });
         return outcomes.push({ kind: "delivered", rowId: r.rowId, response: res.response });
       }
       const retryAt = res.kind === "temporary" ? nextAttemptAt(config.queue.retryScheduleMs, r.attempts + 1, now) : null;
       metrics.deliveryAttempts.inc({ route: routeLabel(job.route), outcome: retryAt === null ? "failed" : "deferred" });
-      if (retryAt !== null) return outcomes.push({ kind: "deferred", rowId: r.rowId, error: res.response, nextAttemptAt: retryAt });
+      if (retryAt !== null) {
+        // One delay warning per recipient, once it has waited delay_warning (RFC 3464 Action: delayed).
+        const warn = warnAfter > 0 && !r.delayWarned && now - r.receivedAt >= warnAfter && notifies(r.notify, "delayed");
+        if (warn) delayed.push({ address: r.address, orcpt: r.orcpt, diagnostic: res.response, remote: /^\d{3}[ -]/.test(res.response) });
+        return outcomes.push({ kind: "deferred", rowId: r.rowId, error: res.response, nextAttemptAt: retryAt, delayWarned: warn });
+      }
       const diagnostic = res.kind === "temporary" ? `${res.response} (gave up after ${r.attempts + 1} attempts)` : res.response;
       outcomes.push({ kind: "failed", rowId: r.rowId, error: diagnostic });
-      failed.push({ address: r.address, diagnostic, remote: /^\d{3}[ -]/.test(res.response) });
-      log.warn("recipient failed", { queue_id: job.messageId, rcpt: r.address, attempts: r.attempts + 1, error: diagnostic });
+      if (notifies(r.notify, "failed")) failed.push({ address: r.address, orcpt: r.orcpt, diagnostic, remote: /^\d{3}[ -]/.test(res.response) });
+      log.warn("recipient failed", { queue_id: job.messageId, rcpt: r.address, attempts: r.attempts + 1, error: diagnostic, notify: r.notify?.join(",") });
     });
     const first = job.recipients[0]!;
-    const bounce = await bounceFor(store, config, log, { messageId: job.messageId, sender: first.sender, receivedAt: first.receivedAt, failed }, now);
-    const bounces = bounce ? [bounce] : [];
-    await store.record(outcomes, bounces, [job.messageId]);
+    const about = { messageId: job.messageId, sender: first.sender, receivedAt: first.receivedAt };
+    const willRetryUntil = first.receivedAt + config.queue.retryScheduleMs.reduce((a, b) => a + b, 0);
+    const wanted = (
+      [
+        ["failed", failed],
+        ["delayed", delayed],
+        [job.route.protocol === "lmtp" ? "delivered" : "relayed", succeeded],
+      ] as const
+    ).filter(([, recipients]) => recipients.length > 0);
+    // Most attempts report nothing: no promise, no read of the stored message.
+    const made = wanted.length
+      ? await Promise.all(wanted.map(async ([action, recipients]) => ({ action, count: recipients.length, report: await reportFor(store, config, log, { ...about, action, recipients, willRetryUntil }, now) })))
+      : [];
+    const reports = made.flatMap((m) => (m.report ? [m.report] : []));
+    await store.record(outcomes, reports, [job.messageId]);
     const retries = outcomes.flatMap((o) => (o.kind === "deferred" ? [o.nextAttemptAt] : []));
     if (retries.length) this.armFor(Math.min(...retries));
-    if (bounces.length) {
-      metrics.bouncesQueued.inc();
-      log.info("bounce queued", { queue_id: bounces[0]!.id, original_queue_id: job.messageId, rcpt_count: failed.length });
-      this.wake();
+    for (const { action, count, report } of made) {
+      if (!report) continue;
+      if (action === "failed") metrics.bouncesQueued.inc();
+      log.info(action === "failed" ? "bounce queued" : "report queued", { queue_id: report.id, original_queue_id: job.messageId, action, rcpt_count: count });
     }
+    if (reports.length) this.wake();
   }
+}
+
+/** What a delivery attempt learnt about the next hop, for the log and for reports. */
+interface Hop {
+  peer?: Peer;
+  /** The hop offered DSN (RFC 3461), so NOTIFY went on to it. */
+  dsn?: boolean;
 }
 
 /** One metrics label for all MX delivery: a label per destination domain would grow without bound. */

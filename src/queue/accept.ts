@@ -3,6 +3,7 @@
 
 import type { Config } from "../config/types.ts";
 import { routeFor } from "../checks/relay-policy.ts";
+import { shapeOf } from "../mime/scan.ts";
 import type { Mailbox } from "../smtp/address.ts";
 import type { QueueStore } from "./store.ts";
 
@@ -39,6 +40,7 @@ export async function enqueueWhole(store: QueueStore, config: Config, m: WholeMe
       size: m.head.length + m.body.length,
       receivedAt: m.receivedAt,
       clientIp: m.clientIp,
+      content: shapeOf(m.head, m.body),
     });
   } catch (err) {
     if (inlineBody === null) store.spool.remove(m.id);

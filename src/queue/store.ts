@@ -5,22 +5,35 @@
 import { Database } from "bun:sqlite";
 import { openDatabase } from "../sqlite.ts";
 import { join } from "node:path";
+import type { ContentShape } from "../mime/scan.ts";
 import { GroupCommit } from "./group-commit.ts";
 import { QueueIdGenerator } from "./id.ts";
+import { migrate } from "./schema.ts";
 import { Spool } from "./spool.ts";
 
 export interface NewMessage {
   readonly id: string;
   readonly sender: string;
-  readonly recipients: readonly { readonly address: string; readonly route: string }[];
+  readonly recipients: readonly { readonly address: string; readonly route: string; readonly notify?: readonly ("NEVER" | "SUCCESS" | "FAILURE" | "DELAY")[] | null; readonly orcpt?: string | null }[];
   /** The header section as it will be sent on (our trace headers first), with its blank line. */
   readonly head: Uint8Array;
+  /** What the accept-time scan found (8-bit octets, long lines); absent: not known, delivery checks. */
+  readonly content?: ContentShape | null;
   /** The body after the header section, unless it is in the spool. */
   readonly inlineBody: Uint8Array | null;
   readonly size: number;
   readonly receivedAt: number;
   readonly clientIp: string;
+  /** The client's BODY= (RFC 6152); null when it gave none. */
+  readonly bodyType?: "7BIT" | "8BITMIME" | null;
+  /** The client asked for SMTPUTF8 (RFC 6531). */
+  readonly smtputf8?: boolean;
+  /** RFC 3461 RET and ENVID of the transaction. */
+  readonly dsn?: { readonly ret: "FULL" | "HDRS" | null; readonly envid: string | null } | null;
 }
+
+/** RFC 3461 NOTIFY keywords; null (no NOTIFY given) means the default, failures (and delays). */
+export type Notify = readonly ("NEVER" | "SUCCESS" | "FAILURE" | "DELAY")[] | null;
 
 export interface DueRecipient {
   readonly rowId: number;
@@ -32,11 +45,16 @@ export interface DueRecipient {
   readonly size: number;
   readonly receivedAt: number;
   readonly nextAttemptAt: number;
+  readonly notify: Notify;
+  /** RFC 3461 ORCPT as the client gave it, xtext decoded ("rfc822;bob@example.org"). */
+  readonly orcpt: string | null;
+  /** The delay warning (RFC 3464 Action: delayed) was sent for this recipient. */
+  readonly delayWarned: boolean;
 }
 
 export type RecipientOutcome =
   | { readonly kind: "delivered"; readonly rowId: number; readonly response: string }
-  | { readonly kind: "deferred"; readonly rowId: number; readonly error: string; readonly nextAttemptAt: number }
+  | { readonly kind: "deferred"; readonly rowId: number; readonly error: string; readonly nextAttemptAt: number; readonly delayWarned?: boolean }
   | { readonly kind: "failed"; readonly rowId: number; readonly error: string };
 
 export interface MessageSummary {
@@ -75,34 +93,23 @@ export interface StoredBody {
   readonly head: Uint8Array;
   readonly inline: Uint8Array | null;
   readonly spoolPath: string | null;
+  readonly size: number;
+  readonly bodyType: "7BIT" | "8BITMIME" | null;
+  readonly smtputf8: boolean;
+  readonly dsn: { readonly ret: "FULL" | "HDRS" | null; readonly envid: string | null } | null;
+  /** Null when not known (queued by an older version). */
+  readonly content: ContentShape | null;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS messages (
-  id TEXT PRIMARY KEY,
-  sender TEXT NOT NULL,
-  size INTEGER NOT NULL,
-  received_at INTEGER NOT NULL,
-  client_ip TEXT NOT NULL,
-  head BLOB NOT NULL,
-  body BLOB
-) STRICT;
-CREATE TABLE IF NOT EXISTS recipients (
-  id INTEGER PRIMARY KEY,
-  message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
-  address TEXT NOT NULL,
-  route TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  next_attempt_at INTEGER NOT NULL,
-  last_error TEXT
-) STRICT;
-CREATE INDEX IF NOT EXISTS recipients_due ON recipients(next_attempt_at);
-CREATE INDEX IF NOT EXISTS recipients_message ON recipients(message_id);
-`;
+const EIGHT_BIT = 1;
+const LONG_LINES = 2;
+const contentBits = (c: ContentShape | null | undefined) => (c ? (c.eightBit ? EIGHT_BIT : 0) | (c.longLines ? LONG_LINES : 0) : null);
+const contentOf = (bits: number | null): ContentShape | null => (bits === null ? null : { eightBit: (bits & EIGHT_BIT) !== 0, longLines: (bits & LONG_LINES) !== 0 });
 
-const SCHEMA_VERSION = 1;
-
-type DueRow = { id: number; message_id: string; address: string; route: string; attempts: number; sender: string; size: number; received_at: number; next_attempt_at: number };
+type DueRow = {
+  id: number; message_id: string; address: string; route: string; attempts: number; sender: string; size: number; received_at: number; next_attempt_at: number;
+  notify: string | null; orcpt: string | null; delay_warned: number;
+};
 
 function dueRow(r: DueRow): DueRecipient {
   return {
@@ -115,18 +122,14 @@ function dueRow(r: DueRow): DueRecipient {
     size: r.size,
     receivedAt: r.received_at,
     nextAttemptAt: r.next_attempt_at,
+    notify: r.notify === null ? null : (r.notify.split(",") as ("NEVER" | "SUCCESS" | "FAILURE" | "DELAY")[]),
+    orcpt: r.orcpt,
+    delayWarned: r.delay_warned !== 0,
   };
 }
 
-/** Brings a queue written by an older version up to date, in place. */
-function migrate(db: Database): void {
-  const version = db.query<{ user_version: number }, []>("PRAGMA user_version").get()!.user_version;
-  if (version > SCHEMA_VERSION) throw new Error(`queue.db is from a newer mailraven (schema ${version}); upgrade mailraven or restore an older backup`);
-  const columns = db.query<{ name: string }, []>("PRAGMA table_info(messages)").all().map((c) => c.name);
-  // Version 0 kept the whole message in body; an empty head in front of it is the same message.
-  if (!columns.includes("head")) db.run("ALTER TABLE messages ADD COLUMN head BLOB NOT NULL DEFAULT x''");
-  db.run(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-}
+const DUE_COLUMNS = `r.id, r.message_id, r.address, r.route, r.attempts, r.next_attempt_at, r.notify, r.orcpt, r.delay_warned,
+  m.sender, m.size, m.received_at`;
 
 export class QueueStore {
   readonly spool: Spool;
@@ -140,24 +143,23 @@ export class QueueStore {
     this.spool = new Spool(join(stateDir, "spool"));
     this.commits = new GroupCommit(db);
     this.q = {
-      insertMessage: db.query("INSERT INTO messages (id, sender, size, received_at, client_ip, head, body) VALUES (?, ?, ?, ?, ?, ?, ?)"),
-      insertRecipient: db.query("INSERT INTO recipients (message_id, address, route, next_attempt_at) VALUES (?, ?, ?, ?)"),
-      due: db.query<
-        { id: number; message_id: string; address: string; route: string; attempts: number; sender: string; size: number; received_at: number; next_attempt_at: number },
-        [number, number]
-      >(`SELECT r.id, r.message_id, r.address, r.route, r.attempts, r.next_attempt_at, m.sender, m.size, m.received_at
+      insertMessage: db.query(
+        "INSERT INTO messages (id, sender, size, received_at, client_ip, head, body, body_type, smtputf8, dsn_ret, dsn_envid, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      ),
+      insertRecipient: db.query("INSERT INTO recipients (message_id, address, route, next_attempt_at, notify, orcpt) VALUES (?, ?, ?, ?, ?, ?)"),
+      due: db.query<DueRow, [number, number]>(`SELECT ${DUE_COLUMNS}
          FROM recipients r JOIN messages m ON m.id = r.message_id
          WHERE r.next_attempt_at <= ? ORDER BY r.next_attempt_at, r.id LIMIT ?`),
-      dueAfter: db.query<
-        { id: number; message_id: string; address: string; route: string; attempts: number; sender: string; size: number; received_at: number; next_attempt_at: number },
-        [string, number, number]
-      >(`SELECT r.id, r.message_id, r.address, r.route, r.attempts, r.next_attempt_at, m.sender, m.size, m.received_at
+      dueAfter: db.query<DueRow, [string, number, number]>(`SELECT ${DUE_COLUMNS}
          FROM recipients r JOIN messages m ON m.id = r.message_id
          WHERE r.message_id > ? AND r.next_attempt_at <= ? ORDER BY r.message_id, r.id LIMIT ?`),
       nextDue: db.query<{ t: number | null }, []>("SELECT MIN(next_attempt_at) AS t FROM recipients"),
-      body: db.query<{ head: Uint8Array; body: Uint8Array | null }, [string]>("SELECT head, body FROM messages WHERE id = ?"),
+      body: db.query<
+        { head: Uint8Array; body: Uint8Array | null; size: number; body_type: "7BIT" | "8BITMIME" | null; smtputf8: number; dsn_ret: "FULL" | "HDRS" | null; dsn_envid: string | null; content: number | null },
+        [string]
+      >("SELECT head, body, size, body_type, smtputf8, dsn_ret, dsn_envid, content FROM messages WHERE id = ?"),
       deleteRecipient: db.query("DELETE FROM recipients WHERE id = ?"),
-      deferRecipient: db.query("UPDATE recipients SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?"),
+      deferRecipient: db.query("UPDATE recipients SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, delay_warned = MAX(delay_warned, ?) WHERE id = ?"),
       remaining: db.query<{ n: number }, [string]>("SELECT COUNT(*) AS n FROM recipients WHERE message_id = ?"),
       deleteMessage: db.query<{ spooled: number }, [string]>("DELETE FROM messages WHERE id = ? RETURNING body IS NULL AS spooled"),
       hasMessage: db.query<{ one: number }, [string]>("SELECT 1 AS one FROM messages WHERE id = ?"),
@@ -183,7 +185,6 @@ export class QueueStore {
     // WAL + FULL: every commit fsyncs the WAL, so a 250 reply survives power loss.
     const db = openDatabase(join(stateDir, "queue.db"), "FULL");
     db.run("PRAGMA foreign_keys = ON");
-    db.run(SCHEMA);
     migrate(db);
     const store = new QueueStore(db, stateDir);
     store.spool.removeOrphans((id) => store.q.hasMessage.get(id) !== null);
@@ -208,7 +209,7 @@ export class QueueStore {
       finished.length = 0;
       spooled.length = 0;
       for (const o of outcomes) {
-        if (o.kind === "deferred") this.q.deferRecipient.run(o.nextAttemptAt, o.error, o.rowId);
+        if (o.kind === "deferred") this.q.deferRecipient.run(o.nextAttemptAt, o.error, o.delayWarned ? 1 : 0, o.rowId);
         else this.q.deleteRecipient.run(o.rowId);
       }
       for (const b of bounces) this.insert(b);
@@ -353,11 +354,25 @@ export class QueueStore {
   body(messageId: string): StoredBody {
     const row = this.q.body.get(messageId);
     if (!row) throw new Error(`message ${messageId} is not in the queue`);
-    return { head: row.head, inline: row.body, spoolPath: row.body ? null : this.spool.pathOf(messageId) };
+    return {
+      head: row.head,
+      inline: row.body,
+      spoolPath: row.body ? null : this.spool.pathOf(messageId),
+      size: row.size,
+      bodyType: row.body_type,
+      smtputf8: row.smtputf8 !== 0,
+      dsn: row.dsn_ret === null && row.dsn_envid === null ? null : { ret: row.dsn_ret, envid: row.dsn_envid },
+      content: contentOf(row.content),
+    };
   }
 
   depth(): { messages: number; recipients: number; deferred: number } {
     return this.q.depth.get()!;
+  }
+
+  /** When the oldest queued message arrived, or null when the queue is empty. Ids grow with time, so this reads one index entry. */
+  oldestReceivedAt(): number | null {
+    return this.db.query<{ t: number }, []>("SELECT received_at AS t FROM messages ORDER BY id LIMIT 1").get()?.t ?? null;
   }
 
   close(): void {
@@ -366,7 +381,11 @@ export class QueueStore {
   }
 
   private insert(msg: NewMessage): void {
-    this.q.insertMessage.run(msg.id, msg.sender, msg.size, msg.receivedAt, msg.clientIp, msg.head, msg.inlineBody);
-    for (const r of msg.recipients) this.q.insertRecipient.run(msg.id, r.address, r.route, msg.receivedAt);
+    const dsn = msg.dsn ?? null;
+    this.q.insertMessage.run(
+      msg.id, msg.sender, msg.size, msg.receivedAt, msg.clientIp, msg.head, msg.inlineBody,
+      msg.bodyType ?? null, msg.smtputf8 ? 1 : 0, dsn?.ret ?? null, dsn?.envid ?? null, contentBits(msg.content),
+    );
+    for (const r of msg.recipients) this.q.insertRecipient.run(msg.id, r.address, r.route, msg.receivedAt, r.notify?.length ? r.notify.join(",") : null, r.orcpt ?? null);
   }
 }

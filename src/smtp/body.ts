@@ -6,6 +6,7 @@
 import { Readable } from "node:stream";
 import { createReadStream } from "node:fs";
 import type { Spool, SpoolWriter } from "../queue/spool.ts";
+import { ContentScan } from "../mime/scan.ts";
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -27,6 +28,8 @@ export class BodyCollector {
   overLimit = false;
   /** Received: headers the client sent, known once the header section is complete. */
   hops = 0;
+  /** 8-bit octets and long lines, for delivery to decide on conversions (mime/scan.ts). */
+  readonly scan = new ContentScan();
 
   constructor(
     private readonly spool: Spool,
@@ -39,6 +42,7 @@ export class BodyCollector {
     this.size += chunk.length;
     if (this.size > this.maxSize) this.overLimit = true;
     if (!this.bareNewline) this.scanLineEndings(chunk);
+    this.scan.push(chunk);
     // Past the limit the message is going to be refused: read on to keep the session in sync, keep nothing.
     if (this.overLimit) return;
     if (this.head === undefined) this.pushHead(chunk);

@@ -11,6 +11,9 @@
 //   - command timeout: a started command line must be finished within the limit, so a client
 //     cannot hold a session by dripping one byte at a time under the idle timeout. The parser
 //     is watched rather than the socket: after STARTTLS only the new parser sees cleartext.
+//   - STARTTLS without a certificate: the library would complete the handshake with its
+//     built-in certificate (expired, CN=localhost, its key public in the npm package), even
+//     where STARTTLS is not advertised; the listener's refusal is sent instead.
 //   - connection slots: the listener's per-IP count is released when the session ends (QUIT
 //     or socket close, whichever comes first).
 // assertLibraryCompatible() runs at start-up and in the tests, so a library upgrade that
@@ -37,6 +40,14 @@ export interface ConnectionOwner {
   earlyTalker(conn: RelayConnection): void;
   /** The client waited for a delayed greeting without talking: it passed the pregreet test. */
   pregreetPassed(conn: RelayConnection): void;
+  /** The reply to STARTTLS while the listener has no certificate of ours; null when it has one. */
+  readonly starttlsRefused: StarttlsRefusal | null;
+}
+
+export interface StarttlsRefusal {
+  readonly code: number;
+  /** With its enhanced status code, e.g. "4.7.0 TLS not available yet, try again later". */
+  readonly text: string;
 }
 
 export function assertLibraryCompatible(): void {
@@ -91,6 +102,12 @@ export class RelayConnection extends SMTPConnection {
       this.owner?.earlyTalker(this);
       super.send(554, `5.5.1 ${this.name} Error: you talked before the greeting; goodbye`, false);
       this.close();
+      callback?.();
+      return;
+    }
+    const refusal = !this.secure && /^STARTTLS\b/i.test(command.toString("latin1")) ? this.owner?.starttlsRefused : null;
+    if (refusal) {
+      super.send(refusal.code, refusal.text, false);
       callback?.();
       return;
     }

@@ -12,7 +12,7 @@ import { anyContains } from "../net/cidr.ts";
 import { LRUCache } from "lru-cache";
 import { runStage } from "../checks/types.ts";
 import type { Verdict } from "../verdict.ts";
-import { RelayConnection, type ConnectionOwner } from "./connection-adapter.ts";
+import { RelayConnection, type ConnectionOwner, type StarttlsRefusal } from "./connection-adapter.ts";
 import { sessionHooks, type ListenerMode, type SessionDeps } from "./session.ts";
 
 /** Clients that waited for a delayed greeting are greeted at once for this long (like postscreen's cache). */
@@ -29,6 +29,11 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
    * refused rather than offered TLS with smtp-server's built-in certificate, whose key is public.
    */
   certificateReady = true;
+  /**
+   * The reply to STARTTLS while this listener has no certificate of ours (null once it has
+   * one): the library would otherwise complete the handshake with its built-in certificate.
+   */
+  starttlsRefused: StarttlsRefusal | null = null;
   private get pregreetPassedIps(): LRUCache<string, true> {
     return (this.pregreetCache ??= new LRUCache<string, true>({ max: 20_000, ttl: PREGREET_PASS_TTL_MS }));
   }
@@ -151,6 +156,15 @@ function liveOptions(config: Config) {
   };
 }
 
+/**
+ * STARTTLS without a certificate: 454 while ACME's is on its way (RFC 3207 4: TLS not
+ * available due to a temporary reason), 502 when none is configured (like Postfix).
+ */
+function starttlsRefusal(rt: Runtime, tls: object | null): StarttlsRefusal | null {
+  if (tls) return null;
+  return rt.config.acme ? { code: 454, text: "4.7.0 TLS not available yet, try again later" } : { code: 502, text: "5.5.1 STARTTLS not available: no certificate configured" };
+}
+
 /** The TLS options of a listener: the MX certificate, or the submission ones chosen by SNI. */
 function tlsOptions(rt: Runtime, mode: ListenerMode) {
   if (mode === "mx") return rt.smtpTls ? { key: rt.smtpTls.key, cert: rt.smtpTls.cert, minVersion: "TLSv1.2" as const } : null;
@@ -179,6 +193,8 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
       banner: "mailraven",
       ...liveOptions(config),
       hideENHANCEDSTATUSCODES: false,
+      // RFC 3461: NOTIFY, ORCPT, RET and ENVID are taken and stored (smtp-server hides DSN by default).
+      hideDSN: false,
       disableReverseLookup: true,
       logger: false,
       ...modeOptions,
@@ -195,6 +211,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
     mode,
   );
   server.certificateReady = mode === "mx" || !!tls;
+  server.starttlsRefused = starttlsRefusal(runtime.get(), tls);
   server.on("error", (err: Error) => log.error("smtp server error", { error: err }));
   // New limits and certificates apply to the next session; sessions in progress keep theirs.
   runtime.onChange((next) => {
@@ -203,6 +220,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
     if (mode === "mx") server.options.hideSTARTTLS = !nextTls;
     if (nextTls) server.updateSecureContext(nextTls);
     server.certificateReady = mode === "mx" || !!nextTls;
+    server.starttlsRefused = starttlsRefusal(next, nextTls);
   });
   await new Promise<void>((resolve, reject) => {
     server.server.once("error", (err: NodeJS.ErrnoException) =>

@@ -19,6 +19,7 @@ import { parseMailbox, type Mailbox } from "./address.ts";
 import { BodyCollector } from "./body.ts";
 import { dropHeaders } from "./headers.ts";
 import { receivedHeader } from "./received.ts";
+import { signableCopy } from "./signable.ts";
 
 export interface SessionDeps {
   readonly runtime: Live<Runtime>;
@@ -59,6 +60,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
     helo: s.hostNameAppearsAs || "",
     secure: s.secure,
     trusted: anyContains(config.relay.relayNetworks, s.remoteAddress),
+    allowlisted: anyContains(config.defenses.allowlist, s.remoteAddress),
     user: typeof s.user === "string" ? s.user : null,
   });
 
@@ -144,7 +146,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
       const info = client(config, session);
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
       const recipients = session.envelope.rcptTo.map((r) => parseMailbox(r.address)).filter((m): m is Mailbox => !!m);
-      const body = new BodyCollector(store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize);
+      let body = new BodyCollector(store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize);
       stream.on("data", (chunk: Buffer) => body.push(chunk));
       stream.on("error", (err) => {
         body.discard();
@@ -165,6 +167,13 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
             hops: body.hops,
           };
           let verdict = await runStage(pipeline.data, ctx);
+          // Mail we sign is made 7-bit with short lines first, so no later hop changes what was signed.
+          const shape = body.scan.shape;
+          if (verdict.kind === "accept" && (shape.eightBit || shape.longLines) && pipeline.signs?.(info, body.headText())) {
+            const copy = await signableCopy(body, store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize);
+            if (!copy) log.warn("message could not be made 7-bit before signing; signed as received", { cid: session.id, queue_id: id });
+            body = copy ?? body;
+          }
           const edits = verdict.kind === "accept" && pipeline.content.length ? await runContent(pipeline.content, { ...ctx, config, body }) : null;
           if (edits && edits.verdict.kind !== "accept") verdict = edits.verdict;
           if (verdict.kind !== "accept") {
@@ -189,12 +198,14 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
           await store.enqueue({
             id,
             sender,
-            recipients: recipients.map((r) => ({ address: r.address, route: routeFor(config.relay, r, config.outbound.mxDelivery)?.uri ?? "" })),
+            recipients: recipients.map((r) => ({ address: r.address, route: routeFor(config.relay, r, config.outbound.mxDelivery)?.uri ?? "", ...recipientParams(session, r.address) })),
             head,
             inlineBody,
             size: head.length + body.bodyLength,
             receivedAt: started,
             clientIp: info.ip,
+            content: body.scan.shape,
+            ...envelopeParams(session),
           });
         } catch (err) {
           body.discard();
@@ -242,4 +253,21 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
     log.error(what, { cid: session.id, client_ip: session.remoteAddress, error: err });
     callback(new ReplyError(451, "4.3.0 Local error in processing, try again later"));
   }
+}
+
+// TEMPORARY (outbound8): the envelope parameters smtp-server parsed, until inbound8's strict
+// MAIL/RCPT parameter handling lands and fills these itself.
+function envelopeParams(s: SMTPServerSession) {
+  const body = s.envelope.mailFrom ? s.envelope.mailFrom.args && s.envelope.mailFrom.args.BODY : undefined;
+  const dsn = s.envelope.dsn;
+  return {
+    bodyType: typeof body === "string" ? (body.toUpperCase() as "7BIT" | "8BITMIME") : null,
+    smtputf8: !!s.envelope.smtpUtf8,
+    dsn: dsn && (dsn.ret || dsn.envid) ? { ret: (dsn.ret as "FULL" | "HDRS" | null) ?? null, envid: dsn.envid ?? null } : null,
+  };
+}
+
+function recipientParams(s: SMTPServerSession, address: string) {
+  const dsn = s.envelope.rcptTo.find((r) => r.address === address)?.dsn;
+  return { notify: (dsn?.notify as ("NEVER" | "SUCCESS" | "FAILURE" | "DELAY")[] | undefined) ?? null, orcpt: dsn?.orcpt ?? null };
 }

@@ -44,11 +44,11 @@ beforeAll(async () => {
   // Small timeouts keep the DNS failure cases fast.
   good = new Resolver({ servers: [{ host: "127.0.0.1", port: dns.port }], timeoutMs: 300, attempts: 1 });
   dead = new Resolver({ servers: [{ host: "127.0.0.1", port: blackhole.port }], timeoutMs: 300, attempts: 1 });
-});
+}, 60_000);
 afterAll(async () => {
   await dns.stop();
   await blackhole.stop();
-});
+}, 60_000);
 
 const ENFORCE: AuthenticationPolicy = { spfFail: "reject", dmarcReject: true, tempError: "defer" };
 

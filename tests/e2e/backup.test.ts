@@ -13,7 +13,7 @@ import { run as exec } from "../helpers/run.ts";
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
-});
+}, 60_000);
 
 const run = (cmd: string[]) => exec(cmd);
 
@@ -43,6 +43,8 @@ describe("hot backup and restore", () => {
     // enough to live in a spool file.
     let stop = false;
     let sent = 0;
+    /** Queue ids of the messages answered with 250, in order. */
+    const acked: string[] = [];
     const load = Promise.all(
       Array.from({ length: 4 }, async (_, s) => {
         const { talk } = await SmtpTalk.open(relay.port);
@@ -50,12 +52,17 @@ describe("hot backup and restore", () => {
         for (let i = 0; !stop && i < 2000; i++) {
           const big = i % 3 === 0 ? "x".repeat(76) + "\r\n" : "";
           const r = await talk.transaction(`s${s}@origin.test`, ["bob@dest.test"], `Subject: ${s}-${i}\r\n\r\n${big.repeat(60)}body\r\n`);
-          if (r.code === 250) sent++;
+          if (r.code === 250) {
+            sent++;
+            acked.push(r.text.slice(-16));
+          }
         }
         talk.close();
       }),
     );
     await waitFor(() => sent >= 200, 30_000, "200 messages queued");
+    // Everything acknowledged before the backup was asked for must be in it.
+    const ackedBefore = [...acked];
     const [first, second] = await Promise.all([relay.admin("POST", "/admin/backup"), Bun.sleep(5).then(() => relay.admin("POST", "/admin/backup"))]);
     expect(first.status).toBe(200);
     expect(second.status).toBe(409);
@@ -72,8 +79,20 @@ describe("hot backup and restore", () => {
     const inBackup = idsInBackup(result.path);
     expect(inBackup.length).toBe(result.messages);
     expect(inBackup.length).toBeGreaterThanOrEqual(200);
+    const inBackupSet = new Set(inBackup);
+    expect(ackedBefore.filter((id) => !inBackupSet.has(id))).toEqual([]);
     expect(result.spool_files).toBeGreaterThan(0);
     expect(readdirSync(join(result.path, "spool")).length).toBe(result.spool_files);
+
+    // Quiet now, and the next hop still defers everything: a second backup holds exactly the
+    // acknowledged messages, none missing (the newest included) and none made up.
+    const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, "").slice(0, 15);
+    await waitFor(() => !result.path.endsWith(stamp(new Date()) + "Z"), 2000, "the next second (backup names have one-second resolution)");
+    const quiet = await relay.admin("POST", "/admin/backup");
+    expect(quiet.status).toBe(200);
+    const quietIds = idsInBackup(((await quiet.json()) as { path: string }).path);
+    expect(quietIds.length).toBe(acked.length);
+    expect(new Set(quietIds)).toEqual(new Set(acked));
     await relay.stop();
 
     // Restore into a new state directory and let the next hop accept.

@@ -23,7 +23,7 @@ describe("command line", () => {
     for (const cmd of ["serve", "check-config", "sink", "version"]) expect(help.out).toContain(cmd);
     const none = await run();
     expect(none.code).toBe(2);
-    expect(none.out).toContain("Usage: mailraven");
+    expect(none.err).toContain("Usage: mailraven");
   });
 
   test("version", async () => {
@@ -40,6 +40,58 @@ describe("command line", () => {
     expect(flag.code).toBe(2);
     expect(flag.err).toContain("--confg");
   });
+});
+
+describe("conventions", () => {
+  test("--version prints the version and exits 0, like the version command", async () => {
+    const v = await run("--version");
+    expect(v.code).toBe(0);
+    expect(v.out).toBe((await run("version")).out);
+  });
+
+  test("<command> --help and help <command> print that command's usage, not the global one", async () => {
+    for (const args of [["queue", "--help"], ["help", "queue"], ["queue", "rm", "-h"]]) {
+      const r = await run(...args);
+      expect(r.code).toBe(0);
+      expect(r.out).toStartWith("Usage: mailraven queue ls");
+      expect(r.out).toContain("mailraven queue rm ID [--bounce] [--silent] [--json]");
+      expect(r.out).not.toContain("Commands:");
+    }
+    const reload = await run("reload", "--help");
+    expect(reload.out).toContain("--pid PID");
+  });
+
+  test("usage errors exit 2 with the command's usage on stderr, before any configuration is read", async () => {
+    const cases: [string[], string][] = [
+      [["queue", "bogus"], 'unknown queue command "bogus"'],
+      [["queue", "show"], "mailraven queue show needs ID"],
+      [["queue", "rm", "ID1"], "needs exactly one of --bounce, --silent"],
+      [["queue", "rm", "ID1", "--bounce", "--silent"], "needs exactly one of --bounce, --silent"],
+      [["restore"], "mailraven restore needs BACKUP"],
+      [["serve", "extra"], 'takes no operands; unexpected "extra"'],
+      [["dkim"], "mailraven dkim needs one of: keygen, activate, records"],
+      [["queue", "ls", "--offline"], "mailraven queue ls does not take --offline"],
+      [["sink", "--config", "x.yaml"], "mailraven sink does not take --config"],
+      [["help", "frobnicate"], 'unknown command "frobnicate"'],
+    ];
+    // A config path that does not exist: a usage error must be found first (exit 2, not 78).
+    const results = await Promise.all(cases.map(([args]) => run(...args, ...(args[0] === "sink" ? [] : ["--config", "/nonexistent/mailraven.yaml"]))));
+    cases.forEach(([args, message], i) => {
+      const r = results[i]!;
+      expect({ args, code: r.code }).toEqual({ args, code: 2 });
+      expect(r.err).toContain(message);
+      if (args[0] !== "help") expect(r.err).toContain(`Usage: mailraven ${args[0]}`);
+    });
+  }, 30_000);
+
+  test("--json is refused where there is no machine-readable output", async () => {
+    const cases = [["serve"], ["check-config"], ["reload"], ["sink"], ["user", "add", "ann"], ["apikey", "rm", "k1"], ["version"]];
+    const results = await Promise.all(cases.map((args) => run(...args, "--json")));
+    cases.forEach((args, i) => {
+      expect({ args, code: results[i]!.code }).toEqual({ args, code: 2 });
+      expect(results[i]!.err).toContain("does not take --json");
+    });
+  }, 30_000);
 });
 
 describe("check-config", () => {

@@ -28,7 +28,7 @@ beforeAll(async () => {
     },
   });
   sink = await Sink.start();
-});
+}, 60_000);
 afterAll(async () => {
   await Promise.all(
     relays.map(async (r) => {
@@ -63,7 +63,7 @@ describe("DNS lists", () => {
   let relay: Relay;
   beforeAll(async () => {
     relay = await relayWith({ defenses: { dnsbl: DNSBL, connection_rate: 0 }, smtp: { listen: ["127.0.0.1:0"] } });
-  });
+  }, 60_000);
 
   test("a listed client is refused before the greeting: 554 5.7.1 naming the list", async () => {
     const { talk, greeting: g } = await greeting(relay.port, "127.0.0.1");

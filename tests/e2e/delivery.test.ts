@@ -9,7 +9,7 @@ import { SmtpTalk } from "../helpers/smtp-talk.ts";
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
-});
+}, 60_000);
 
 async function setup(behaviour: SinkBehaviour, schedule = ["1s", "1s"]) {
   const sink = await Sink.start(behaviour);

@@ -45,7 +45,7 @@ afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await Promise.all([sink.close(), dns.stop()]);
-});
+}, 60_000);
 
 test("an authenticated user's mail is signed with both keys, and both signatures verify", async () => {
   const port = Number(relay.logs.find((l) => l.msg === "smtp listening" && l.mode === "smtps")!.port);

@@ -31,11 +31,11 @@ beforeAll(async () => {
   for (const r of [...both.records, ...rsaOnly.records, ...idn.records]) txt[r.name] = [r.value];
   dns = await DnsServer.start({ txt });
   resolver = new Resolver({ servers: [{ host: "127.0.0.1", port: dns.port }], timeoutMs: 500, attempts: 1 });
-});
+}, 60_000);
 afterAll(async () => {
   await dns.stop();
   rmSync(root, { recursive: true, force: true });
-});
+}, 60_000);
 
 const TRUSTED: ClientInfo = { ip: "192.0.2.10", port: 40000, hostname: "unknown", helo: "app.signer.test", secure: false, trusted: true, user: null };
 

@@ -27,14 +27,14 @@ beforeAll(async () => {
   capped = await Relay.start({
     config: { relay: { domains: { "dest.test": sink.route } }, smtp: { max_connections: 3, max_connections_per_ip: 2 } },
   });
-});
+}, 60_000);
 afterAll(async () => {
   for (const r of [relay, capped]) {
     await r.stop();
     r.cleanup();
   }
   await sink.close();
-});
+}, 60_000);
 
 async function ehlo(from?: string, port = relay.port): Promise<SmtpTalk> {
   const { talk, greeting } = await SmtpTalk.open(port, from ? { localAddress: from } : {});

@@ -12,12 +12,12 @@ let relay: Relay;
 beforeAll(async () => {
   sink = await Sink.start();
   relay = await Relay.start({ config: { relay: { domains: { "dest.test": sink.route }, relay_networks: ["127.0.0.0/8"] } } });
-});
+}, 60_000);
 afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await sink.close();
-});
+}, 60_000);
 
 const RECEIVED = /^Received: from \S+ \(unknown \[127\.0\.0\.1\]\)\r\n\tby relay\.test \(mailraven\) with ESMTP id ([0-9A-Z]{16})(\r\n\tfor <[^>]+>)?;\r\n\t\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n/;
 

@@ -38,12 +38,12 @@ beforeAll(async () => {
   relay = await Relay.start({
     config: { relay: { domains: { "dest.test": sink.route } }, smtp: { tls: { cert_file: join(certDir, "cert.pem"), key_file: join(certDir, "key.pem") } } },
   });
-});
+}, 60_000);
 afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await sink.close();
-});
+}, 60_000);
 
 describe("SIGHUP", () => {
   test("new limits and routes apply to new sessions; a session in progress is not dropped", async () => {

@@ -26,10 +26,10 @@ beforeAll(async () => {
   [spamd, clamd, silent] = [s.value, c.value, q.value];
   closed = { host: "127.0.0.1", port: await freeTcpPort() };
   console.log(`spamd answered PING after ${Math.round(spamd.startMs)} ms, clamd after ${Math.round(clamd.startMs)} ms`);
-});
+}, 60_000);
 afterAll(async () => {
   await Promise.all([spamd?.stop(), clamd?.stop(), silent?.stop()]);
-});
+}, 60_000);
 
 /** An onError that records what it was told. */
 function errors(): { onError: (err: Error) => void; seen: Error[] } {

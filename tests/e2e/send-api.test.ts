@@ -33,12 +33,12 @@ beforeAll(async () => {
   token = (JSON.parse(add.out) as { token: string }).token;
   expect(token).toMatch(/^mrk_[\w-]{8}_[\w-]{43}$/);
   limitedToken = (JSON.parse((await cli("apikey", "add", "limited", "--domain", "corp.test", "--rate", "1/1h", "--json")).out) as { token: string }).token;
-});
+}, 60_000);
 afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await sink.close();
-});
+}, 60_000);
 
 describe("POST /api/v1/messages", () => {
   test("a JSON message with cc, bcc and an attachment is queued (202) and delivered; Bcc is not in the headers", async () => {
@@ -87,6 +87,29 @@ describe("POST /api/v1/messages", () => {
     const raw = "From: ceo@other.test\r\nSubject: x\r\n\r\nx\r\n";
     const res = await send(raw, token, "message/rfc822", "?from=ops@corp.test&to=b@dest.test");
     expect(res.status).toBe(403);
+  });
+
+  test("raw messages: a foreign author however the header is spelt is 403; several From: are 400; an own Sender: passes", async () => {
+    const raw = (head: string) => send(`${head}\r\nTo: b@dest.test\r\nSubject: x\r\n\r\nx\r\n`, token, "message/rfc822", "?from=ops@corp.test&to=b@dest.test");
+    const refused: [string, number, string][] = [
+      ["From : ceo@other.test", 403, "sender_not_allowed"], // space before the colon
+      ["From\r\n : ceo@other.test", 403, "sender_not_allowed"], // folded before the colon
+      ["from:\r\n\tCEO\r\n <ceo@other.test>", 403, "sender_not_allowed"], // folded value, lower-case name
+      ["From: =?utf-8?Q?ceo=40other.test?=", 403, "sender_not_allowed"], // the address in an encoded word
+      ["From: board: ceo@other.test;", 403, "sender_not_allowed"], // a group
+      ["From: ops@corp.test\r\nSender: ceo@other.test", 403, "sender_not_allowed"],
+      ["From: ops@corp.test\r\nResent-From: ceo@other.test", 403, "sender_not_allowed"],
+      ["From: ops@corp.test\r\nFrom: ceo@other.test", 400, "bad_message"],
+      ["From: ops@corp.test, ceo@other.test", 400, "bad_message"],
+      ["From: ops@corp.test, sales@corp.test", 400, "bad_message"],
+      ["From: undisclosed:;", 400, "bad_message"],
+    ];
+    for (const [head, status, code] of refused) {
+      const res = await raw(head);
+      expect({ head, status: res.status, code: (await error(res)).code }).toEqual({ head, status, code });
+    }
+    const own = await raw("From: =?utf-8?Q?Op=C3=A9rations?= <ops@corp.test>\r\nSender: billing@corp.test\r\nResent-From: ops@corp.test");
+    expect(own.status).toBe(202);
   });
 
   test("malformed requests are 400s naming the problem; header injection is refused", async () => {

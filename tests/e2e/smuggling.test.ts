@@ -2,6 +2,7 @@
 // into two, here or at the next hop. The whole message is refused and nothing is queued.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { CANARY_SENDER, canaryThrough } from "../helpers/canary.ts";
 import { queueCounts, Relay } from "../helpers/relay.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
@@ -12,12 +13,12 @@ let relay: Relay;
 beforeAll(async () => {
   sink = await Sink.start();
   relay = await Relay.start({ config: { relay: { domains: { "dest.test": sink.route }, relay_networks: ["127.0.0.2/32"] } } });
-});
+}, 60_000);
 afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await sink.close();
-});
+}, 60_000);
 
 const smuggled = "MAIL FROM:<ceo@dest.test>\r\nRCPT TO:<victim@dest.test>\r\nDATA\r\nFrom: ceo@dest.test\r\nSubject: smuggled\r\n\r\npay now\r\n";
 const variants: Record<string, string> = {
@@ -45,8 +46,9 @@ describe("bare line endings in DATA", () => {
     });
   }
 
-  test("the next hop received nothing", () => {
-    expect(sink.messages).toHaveLength(0);
+  test("the next hop received nothing: a canary sent after the attempts arrives alone, and the queue is empty", async () => {
+    await canaryThrough(relay, sink);
+    expect(sink.messages.map((m) => m.from)).toEqual([CANARY_SENDER]);
   });
 
   test("a clean message with dot-stuffed lines still passes", async () => {

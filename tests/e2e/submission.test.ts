@@ -60,7 +60,7 @@ afterAll(async () => {
   await relay.stop();
   relay.cleanup();
   await sink.close();
-});
+}, 60_000);
 
 describe("587 with STARTTLS", () => {
   test("AUTH is neither offered nor accepted before STARTTLS, and MAIL needs both", async () => {

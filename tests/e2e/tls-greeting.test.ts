@@ -28,14 +28,14 @@ beforeAll(async () => {
   relay = await Relay.start({ config: { relay: { domains: { "dest.test": sink.route } }, smtp: { tls: { cert_file: cert, key_file: key } } } });
   // Only 127.0.0.2 is trusted: 127.0.0.1 is an unknown client and waits for its greeting.
   delayed = await Relay.start({ config: { relay: { domains: { "dest.test": sink.route }, relay_networks: ["127.0.0.2/32"] }, smtp: { greeting_delay: `${GREETING_DELAY_MS}ms` } } });
-});
+}, 60_000);
 afterAll(async () => {
   for (const r of [relay, delayed]) {
     await r.stop();
     r.cleanup();
   }
   await sink.close();
-});
+}, 60_000);
 
 describe("STARTTLS", () => {
   test("is advertised when a certificate is configured", async () => {

@@ -3,6 +3,7 @@
 // self-signed ones that nothing trusts.
 
 import { readFileSync, writeFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { join } from "node:path";
 
 export interface KeyPair {
@@ -35,10 +36,10 @@ export class TestCa {
     return new TestCa(dir);
   }
 
-  /** A certificate for `names` (subjectAltName DNS entries) signed by this CA. */
+  /** A certificate for `names` (subjectAltName DNS entries, or IP entries for addresses) signed by this CA. */
   issue(names: string[]): KeyPair {
     const name = `leaf${++this.serial}`;
-    writeFileSync(join(this.dir, `${name}.ext`), `subjectAltName=${names.map((n) => `DNS:${n}`).join(",")}\n`);
+    writeFileSync(join(this.dir, `${name}.ext`), `subjectAltName=${names.map((n) => (isIP(n) ? `IP:${n}` : `DNS:${n}`)).join(",")}\n`);
     openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${names[0]}`], this.dir);
     openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", String(this.serial + 1000), "-out", `${name}.pem`, "-days", "2", "-extfile", `${name}.ext`], this.dir);
     return read(this.dir, name);

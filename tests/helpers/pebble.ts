@@ -6,7 +6,7 @@
 
 import { X509Certificate } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 
@@ -24,6 +24,15 @@ function openssl(args: string[], cwd: string): void {
   if (r.exitCode !== 0) throw new Error(`openssl ${args.join(" ")}: ${r.stderr.toString()}`);
 }
 
+/** True when something accepts TCP connections on 127.0.0.1:port. */
+export function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, "127.0.0.1");
+    s.once("connect", () => (s.destroy(), resolve(true)));
+    s.once("error", () => (s.destroy(), resolve(false)));
+  });
+}
+
 /** A TCP port nobody listens on right now. */
 export async function freePort(): Promise<number> {
   const server = createServer();
@@ -36,8 +45,6 @@ export async function freePort(): Promise<number> {
 export class Pebble {
   private log = "";
   private readonly drained: Promise<void>;
-  private listening: () => void = () => {};
-  private readonly started = new Promise<void>((resolve) => (this.listening = resolve));
 
   private constructor(
     private readonly proc: Subprocess<"ignore", "pipe", "pipe">,
@@ -50,7 +57,6 @@ export class Pebble {
     const pump = async (stream: ReadableStream<Uint8Array>) => {
       for await (const chunk of stream) {
         this.log += decoder.decode(chunk, { stream: true });
-        if (this.log.includes("ACME directory available at")) this.listening();
       }
     };
     this.drained = Promise.all([pump(proc.stdout), pump(proc.stderr)]).then(() => {});
@@ -82,7 +88,18 @@ export class Pebble {
     writeFileSync(join(dir, "pebble.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
     openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "pebble.key", "-out", "pebble.csr", "-subj", "/CN=localhost"], dir);
     openssl(["x509", "-req", "-in", "pebble.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "1", "-out", "pebble.pem", "-days", "2", "-extfile", "pebble.ext"], dir);
-    const [port, managementPort] = [await freePort(), await freePort()];
+    // A free port can be taken by someone else before Pebble binds it: then it exits, and
+    // another pair of ports is tried.
+    for (let tries = 1; ; tries++) {
+      try {
+        return await Pebble.startOn(dir, opts, await freePort(), await freePort());
+      } catch (err) {
+        if (tries === 3 || !/address already in use/i.test((err as Error).message)) throw err;
+      }
+    }
+  }
+
+  private static async startOn(dir: string, opts: PebbleOptions, port: number, managementPort: number): Promise<Pebble> {
     const config = {
       pebble: {
         listenAddress: `127.0.0.1:${port}`,
@@ -105,7 +122,12 @@ export class Pebble {
       env: { ...process.env, PEBBLE_VA_NOSLEEP: "1" },
     });
     const pebble = new Pebble(proc, port, managementPort, join(dir, "ca.pem"));
-    await pebble.ready();
+    try {
+      await pebble.ready();
+    } catch (err) {
+      await pebble.stop();
+      throw err;
+    }
     return pebble;
   }
 
@@ -114,17 +136,24 @@ export class Pebble {
     await this.proc.exited;
   }
 
+  /**
+   * Pebble logs "ACME directory available" before it has bound its ports, so that line is not
+   * the signal: both ports must accept connections, and the directory must answer.
+   */
   private async ready(): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const failed = Promise.race([
-      this.proc.exited.then(async () => {
+    const deadline = Date.now() + 30_000;
+    const ca = readFileSync(this.caFile, "utf8");
+    for (;;) {
+      if (this.proc.exitCode !== null) {
         await this.drained;
-        return `pebble exited: ${this.log}`;
-      }),
-      new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`pebble did not start within 10 s: ${this.log}`), 10_000))),
-    ]);
-    const outcome = await Promise.race([this.started.then(() => null), failed]);
-    clearTimeout(timer);
-    if (outcome !== null) throw new Error(outcome);
+        throw new Error(`pebble exited: ${this.log}`);
+      }
+      if ((await accepts(this.port)) && (await accepts(this.managementPort))) {
+        const res = await fetch(this.directory, { tls: { ca } }).catch(() => null);
+        if (res?.ok && ((await res.json()) as { newOrder?: string }).newOrder) return;
+      }
+      if (Date.now() > deadline) throw new Error(`pebble did not serve its directory on ${this.port} within 30 s: ${this.log}`);
+      await Bun.sleep(50);
+    }
   }
 }

@@ -28,6 +28,20 @@ export async function freeTcpPort(): Promise<number> {
   return port;
 }
 
+/**
+ * Starts a daemon on a free port, again on another one if the port was taken between choosing
+ * it and the daemon binding it (another test process): the error then names the bind failure.
+ */
+async function onFreePort<T>(start: (port: number) => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await start(await freeTcpPort());
+    } catch (err) {
+      if (tries === 3 || !/Address already in use/i.test((err as Error).message)) throw err;
+    }
+  }
+}
+
 /** Polls `ready` until it is true, the process exits, or the deadline passes. */
 async function waitReady(name: string, proc: Subprocess, log: string, ready: () => Promise<boolean>, deadlineMs: number): Promise<number> {
   const start = performance.now();
@@ -83,7 +97,11 @@ abstract class Daemon {
  * ours that turns Bayes off (the unprivileged child has no home to keep a database in).
  */
 export class SpamdServer extends Daemon {
-  static async start(): Promise<SpamdServer> {
+  static start(): Promise<SpamdServer> {
+    return onFreePort((port) => SpamdServer.startOn(port));
+  }
+
+  private static async startOn(port: number): Promise<SpamdServer> {
     const dir = mkdtempSync(join(tmpdir(), "mailraven-spamd-"));
     // spamd drops to --username before it reads its configuration: that user must see it.
     chmodSync(dir, 0o755);
@@ -91,7 +109,6 @@ export class SpamdServer extends Daemon {
     mkdirSync(site);
     for (const f of readdirSync("/etc/spamassassin")) if (f.endsWith(".pre")) copyFileSync(join("/etc/spamassassin", f), join(site, f));
     writeFileSync(join(site, "local.cf"), "use_bayes 0\nbayes_auto_learn 0\n");
-    const port = await freeTcpPort();
     const socketPath = join(dir, "spamd.sock");
     const log = join(dir, "spamd.log");
     const args = [
@@ -110,7 +127,11 @@ export class SpamdServer extends Daemon {
     // spamd refuses to run its children as root; it switches to this user after binding.
     if (process.getuid?.() === 0) args.push("--username=nobody");
     const proc = Bun.spawn(args, { cwd: dir, stdin: "ignore", stdout: Bun.file(join(dir, "spamd.out")), stderr: Bun.file(log) });
-    const startMs = await waitReady("spamd", proc, log, () => spamdPing({ host: "127.0.0.1", port }, 1000), 60_000);
+    // Both ways in must answer: the tests use the TCP port and the unix socket.
+    const startMs = await waitReady("spamd", proc, log, async () => (await spamdPing({ host: "127.0.0.1", port }, 1000)) && (await spamdPing({ path: socketPath }, 1000)), 60_000).catch((err) => {
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    });
     return new SpamdServer(proc, dir, port, socketPath, startMs);
   }
 }
@@ -123,12 +144,15 @@ export class SpamdServer extends Daemon {
 export class ClamdServer extends Daemon {
   static readonly signature = "Eicar-Test-Signature";
 
-  static async start(opts: { streamMaxLength: string }): Promise<ClamdServer> {
+  static start(opts: { streamMaxLength: string }): Promise<ClamdServer> {
+    return onFreePort((port) => ClamdServer.startOn(port, opts));
+  }
+
+  private static async startOn(port: number, opts: { streamMaxLength: string }): Promise<ClamdServer> {
     const dir = mkdtempSync(join(tmpdir(), "mailraven-clamd-"));
     const db = join(dir, "db");
     mkdirSync(db);
     writeFileSync(join(db, "mailraven-test.ndb"), `${ClamdServer.signature}:0:*:${Buffer.from(EICAR, "latin1").toString("hex")}\n`);
-    const port = await freeTcpPort();
     const socketPath = join(dir, "clamd.sock");
     const log = join(dir, "clamd.log");
     const conf = join(dir, "clamd.conf");
@@ -147,7 +171,10 @@ export class ClamdServer extends Daemon {
       ].join("\n"),
     );
     const proc = Bun.spawn(["/usr/sbin/clamd", "--config-file", conf], { cwd: dir, stdin: "ignore", stdout: Bun.file(join(dir, "clamd.out")), stderr: Bun.file(join(dir, "clamd.err")) });
-    const startMs = await waitReady("clamd", proc, log, () => clamdPing({ host: "127.0.0.1", port }, 1000), 60_000);
+    const startMs = await waitReady("clamd", proc, log, async () => (await clamdPing({ host: "127.0.0.1", port }, 1000)) && (await clamdPing({ path: socketPath }, 1000)), 60_000).catch((err) => {
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    });
     return new ClamdServer(proc, dir, port, socketPath, startMs);
   }
 }

@@ -10,6 +10,10 @@ export interface Received {
   readonly raw: Buffer;
   /** The TLS version of the session ("TLSv1.3") when it used STARTTLS, else null. */
   readonly tls: string | null;
+  /** MAIL FROM parameters as smtp-server parsed them (keys upper case, xtext decoded). */
+  readonly mailParams: Record<string, string | true>;
+  /** RCPT TO parameters, by recipient. */
+  readonly rcptParams: Record<string, Record<string, string | true>>;
 }
 
 export interface SinkBehaviour {
@@ -21,8 +25,12 @@ export interface SinkBehaviour {
   rcpt?: (address: string, attempt: number) => { code: number; message: string } | undefined;
   /** Reply after DATA; undefined accepts. */
   data?: (msg: Received, attempt: number) => { code: number; message: string } | undefined;
+  /** Awaited after the message's last byte, before the reply to DATA: a slow or hung next hop. */
+  hold?: (msg: Received, attempt: number) => Promise<void> | void;
   /** Speak LMTP; with it, the reply after DATA for each recipient (undefined accepts). */
   lmtp?: (address: string, attempt: number) => { code: number; message: string } | undefined;
+  /** EHLO extensions not to offer (smtp-server offers PIPELINING, 8BITMIME, SMTPUTF8 and DSN, never CHUNKING). */
+  hide?: readonly ("PIPELINING" | "8BITMIME" | "SMTPUTF8" | "DSN")[];
 }
 
 class ReplyErr extends Error {
@@ -34,6 +42,8 @@ class ReplyErr extends Error {
 export class Sink {
   readonly messages: Received[] = [];
   readonly errors: Error[] = [];
+  /** Every message whose data arrived, whatever the reply (also those still held). */
+  readonly dataStarted: Received[] = [];
   private rcptAttempts = new Map<string, number>();
   private dataAttempts = 0;
   private connections = 0;
@@ -64,6 +74,9 @@ export class Sink {
       ...(tls ? { key: tls.key, cert: tls.cert } : {}),
       disableReverseLookup: true,
       logger: false,
+      // smtp-server hides DSN unless told otherwise; a sink offers it unless `hide` says so.
+      hideDSN: false,
+      ...Object.fromEntries((this.behaviour.hide ?? []).map((e) => [`hide${e}`, true])),
       onConnect: (_session, cb) => {
         const r = this.behaviour.greeting?.(++this.connections);
         cb(r ? new ReplyErr(r.code, r.message) : null);
@@ -77,14 +90,18 @@ export class Sink {
       onData: (stream, session, cb) => {
         const chunks: Buffer[] = [];
         stream.on("data", (c: Buffer) => chunks.push(c));
-        stream.on("end", () => {
+        stream.on("end", async () => {
           const msg: Received = {
             from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
             to: session.envelope.rcptTo.map((r) => r.address),
             raw: Buffer.concat(chunks),
             tls: session.secure ? ((session.tlsOptions as { version?: string } | false) || { version: "TLS" }).version ?? "TLS" : null,
+            mailParams: (session.envelope.mailFrom && session.envelope.mailFrom.args) || {},
+            rcptParams: Object.fromEntries(session.envelope.rcptTo.map((r) => [r.address, r.args || {}])),
           };
           const attempt = ++this.dataAttempts;
+          this.dataStarted.push(msg);
+          await this.behaviour.hold?.(msg, attempt);
           const lmtp = this.behaviour.lmtp;
           if (lmtp) {
             const replies = msg.to.map((rcpt) => lmtp(rcpt, attempt));

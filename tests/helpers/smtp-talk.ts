@@ -1,6 +1,7 @@
 // A raw SMTP client for dialog tests: send exact bytes, read exact replies.
 
 import { connect, type Socket } from "node:net";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
 
 export interface Reply {
   readonly code: number;
@@ -16,14 +17,22 @@ export class SmtpTalk {
   private ended = false;
   readonly closed: Promise<void>;
 
-  private constructor(readonly socket: Socket) {
+  private constructor(public socket: Socket) {
+    this.closed = new Promise((resolve) => (this.onClosed = resolve));
+    this.listen(socket);
+  }
+
+  private onClosed: () => void = () => {};
+
+  private listen(socket: Socket): void {
     socket.setEncoding("latin1");
     socket.on("data", (d: string) => this.onData(d));
-    this.closed = new Promise((resolve) => socket.once("close", () => {
+    socket.once("close", () => {
+      if (socket !== this.socket) return; // the plain socket under a TLS one
       this.ended = true;
       this.waiting?.(null);
-      resolve();
-    }));
+      this.onClosed();
+    });
     socket.on("error", () => {});
   }
 
@@ -35,6 +44,33 @@ export class SmtpTalk {
       });
       socket.once("error", reject);
     });
+  }
+
+  /** Implicit TLS (port 465): connects, completes the handshake (any certificate) and reads the greeting. */
+  static openTls(port: number, opts: { host?: string; servername?: string } = {}): Promise<{ talk: SmtpTalk; greeting: Reply }> {
+    return new Promise((resolve, reject) => {
+      const socket = tlsConnect({ port, host: opts.host ?? "127.0.0.1", servername: opts.servername ?? "localhost", rejectUnauthorized: false }, () => {
+        socket.off("error", reject);
+        const talk = new SmtpTalk(socket);
+        talk.reply().then((greeting) => resolve({ talk, greeting }), reject);
+      });
+      socket.once("error", reject);
+    });
+  }
+
+  /** Sends STARTTLS and, on 220, completes the handshake (any certificate); returns the STARTTLS reply. */
+  async startTls(servername = "localhost"): Promise<Reply> {
+    const r = await this.send("STARTTLS");
+    if (r.code !== 220) return r;
+    const plain = this.socket;
+    plain.removeAllListeners("data");
+    const secure: TLSSocket = await new Promise((resolve, reject) => {
+      const s = tlsConnect({ socket: plain, servername, rejectUnauthorized: false }, () => resolve(s));
+      s.once("error", reject);
+    });
+    this.socket = secure;
+    this.listen(secure);
+    return r;
   }
 
   /** Connects and reads the greeting. */

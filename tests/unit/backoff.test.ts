@@ -8,9 +8,9 @@ const NOW = Date.UTC(2024, 0, 1);
 // The schedule a user gets without retry_schedule in the config.
 const schedule = parseConfig({ hostname: "mx.example.org" }).queue.retryScheduleMs;
 
-describe("nextAttemptAt with the default 9-step schedule", () => {
-  test("the default schedule has 9 steps", () => {
-    expect(schedule).toHaveLength(9);
+describe("nextAttemptAt with the default 12-step schedule", () => {
+  test("the default schedule has 12 steps", () => {
+    expect(schedule).toHaveLength(12);
   });
 
   test.each([
@@ -23,21 +23,26 @@ describe("nextAttemptAt with the default 9-step schedule", () => {
     [7, 8 * HOUR],
     [8, 16 * HOUR],
     [9, 24 * HOUR],
+    [10, 24 * HOUR],
+    [11, 24 * HOUR],
+    [12, 24 * HOUR],
   ])("after failure %p the next attempt is %p ms later", (failures, delay) => {
     expect(nextAttemptAt(schedule, failures, NOW)).toBe(NOW + delay);
   });
 
-  test("after the 10th failure there is no next attempt", () => {
-    expect(nextAttemptAt(schedule, 10, NOW)).toBeNull();
-    expect(nextAttemptAt(schedule, 11, NOW)).toBeNull();
+  test("after the 13th failure there is no next attempt", () => {
+    expect(nextAttemptAt(schedule, 13, NOW)).toBeNull();
+    expect(nextAttemptAt(schedule, 14, NOW)).toBeNull();
   });
 
-  test("a message is given up on after about 2.5 days in total", () => {
+  test("a message is given up on after about 5 days in total (RFC 5321 4.5.4.1: at least 4-5 days)", () => {
     let t = NOW;
     let failures = 0;
     for (let next = nextAttemptAt(schedule, ++failures, t); next !== null; next = nextAttemptAt(schedule, ++failures, t)) t = next;
-    expect(failures).toBe(10);
-    expect(t - NOW).toBe((5 + 15 + 30) * MIN + (1 + 2 + 4 + 8 + 16 + 24) * HOUR);
+    expect(failures).toBe(13);
+    expect(t - NOW).toBe((5 + 15 + 30) * MIN + (1 + 2 + 4 + 8 + 16 + 24 * 4) * HOUR);
+    expect((t - NOW) / (24 * HOUR)).toBeGreaterThan(5);
+    expect((t - NOW) / (24 * HOUR)).toBeLessThan(5.5);
   });
 });
 

@@ -40,9 +40,10 @@ describe("defaults", () => {
     expect(c.relay.relayNetworks.map((n) => n.text)).toEqual(["127.0.0.0/8", "::1/128"]);
     expect(c.relay.smarthost).toBeNull();
     expect(c.queue.retryScheduleMs).toEqual(
-      [5, 15, 30, 60, 120, 240, 480, 960, 1440].map((m) => m * 60_000),
+      [5, 15, 30, 60, 120, 240, 480, 960, 1440, 1440, 1440, 1440].map((m) => m * 60_000),
     );
     expect(c.queue.inlineMaxSize).toBe(128 * 1024);
+    expect(c.queue.delayWarningMs).toBe(4 * 3_600_000);
     expect(c.delivery).toEqual({ concurrencyPerRoute: 20, connectTimeoutMs: 30_000, timeoutMs: 300_000, idleConnectionTtlMs: 5_000 });
   });
 
@@ -67,6 +68,8 @@ describe("defaults", () => {
     expect(c.queue.retryScheduleMs).toEqual([10_000, 60_000, 3_600_000]);
     expect(c.queue.inlineMaxSize).toBe(65_536);
     expect(c.delivery.connectTimeoutMs).toBe(500);
+    expect(parse({ queue: { delay_warning: 0 } }).queue.delayWarningMs).toBe(0);
+    expect(parse({ queue: { delay_warning: "30m" } }).queue.delayWarningMs).toBe(1_800_000);
   });
 });
 
@@ -83,7 +86,7 @@ describe("error messages name the key and what was expected", () => {
 
   test("unknown key without a close match lists the known keys", () => {
     const [p] = problemsOf({ ...base, queue: { something_else: 1 } });
-    expect(p).toBe("queue.something_else: unknown key; known keys here: retry_schedule, inline_max_size");
+    expect(p).toBe("queue.something_else: unknown key; known keys here: retry_schedule, inline_max_size, delay_warning");
   });
 
   test("bad duration", () => {
@@ -171,6 +174,12 @@ describe("error messages name the key and what was expected", () => {
   test("listen entry without a port", () => {
     expect(problemsOf({ ...base, smtp: { listen: ["127.0.0.1:25", "0.0.0.0"] } })).toEqual([
       'smtp.listen[1]: expected an address such as "0.0.0.0:25" or "[::]:25", found string "0.0.0.0"',
+    ]);
+  });
+
+  test("a bad delay_warning names the key and the form", () => {
+    expect(problemsOf({ ...base, queue: { delay_warning: "soon" } })).toEqual([
+      'queue.delay_warning: expected a duration such as "30s", "5m" or "1h", found string "soon"',
     ]);
   });
 
@@ -299,6 +308,20 @@ describe("relay domains and routes", () => {
       uri: "smtp://[2001:db8::25]:587",
     });
     expect(parse({ ...base, relay: { smarthost: null } }).relay.smarthost).toBeNull();
+  });
+
+  test("?tls= sets a configured route's STARTTLS policy and is part of its name; anything else is refused", () => {
+    const c = parse({ ...base, relay: { domains: { "a.example": "smtp://relay.a.example:25?tls=verify", "b.example": "lmtp://10.0.0.9?tls=none" }, smarthost: "smtp://[2001:db8::25]:587/?tls=required" } });
+    expect(c.relay.domains.get("a.example")).toEqual({ protocol: "smtp", host: "relay.a.example", port: 25, uri: "smtp://relay.a.example:25?tls=verify", tls: "verify" });
+    expect(c.relay.domains.get("b.example")).toMatchObject({ port: 24, uri: "lmtp://10.0.0.9?tls=none", tls: "none" });
+    expect(c.relay.smarthost).toEqual({ protocol: "smtp", host: "2001:db8::25", port: 587, uri: "smtp://[2001:db8::25]:587?tls=required", tls: "required" });
+    expect(parse({ ...base, relay: { smarthost: "smtp://10.0.0.6" } }).relay.smarthost).not.toHaveProperty("tls");
+    expect(problemsOf({ ...base, relay: { domains: { "a.example": "smtp://10.0.0.5?tls=strict" } } })).toEqual([
+      'relay.domains.a.example: expected ?tls= one of none, opportunistic, required, verify, found string "smtp://10.0.0.5?tls=strict"',
+    ]);
+    expect(problemsOf({ ...base, relay: { smarthost: "smtp://10.0.0.5?auth=plain" } })).toEqual([
+      'relay.smarthost: expected a route whose only option is ?tls=none|opportunistic|required|verify (found "auth"), found string "smtp://10.0.0.5?auth=plain"',
+    ]);
   });
 
   test("relay_networks parsed to CIDRs", () => {

@@ -71,6 +71,32 @@ describe("GroupCommit", () => {
     expect(commits()).toBe(1);
   });
 
+  test("a write that ends the whole transaction fails the group: nothing after it runs or commits", async () => {
+    const { db } = countingDb();
+    const gc = new GroupCommit(db);
+    let laterRan = false;
+    const results = await Promise.allSettled([
+      gc.submit(() => void db.run("INSERT INTO t (id, v) VALUES (1, 'before')")),
+      // As SQLITE_FULL or SQLITE_IOERR do: the transaction is rolled back, not just the savepoint.
+      gc.submit(() => {
+        db.run("INSERT INTO t (id, v) VALUES (2, 'failing')");
+        db.run("ROLLBACK");
+      }),
+      gc.submit(() => {
+        laterRan = true;
+        db.run("INSERT INTO t (id, v) VALUES (3, 'after')");
+      }),
+    ]);
+    // Every client is told the truth: none of the three is stored (451, and a retry stores it once).
+    expect(results.map((r) => r.status)).toEqual(["rejected", "rejected", "rejected"]);
+    expect(laterRan).toBe(false);
+    expect(rows(db)).toEqual([]);
+    expect(db.inTransaction).toBe(false);
+    // The next group works normally.
+    await gc.submit(() => void db.run("INSERT INTO t (id, v) VALUES (4, 'next')"));
+    expect(rows(db)).toEqual([{ id: 4, v: "next" }]);
+  });
+
   test("flush() commits pending writes at once (shutdown)", async () => {
     const { db } = countingDb();
     const gc = new GroupCommit(db);

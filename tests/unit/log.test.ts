@@ -1,4 +1,7 @@
 import { describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { createLogger, type LogLevel } from "../../src/log.ts";
 
 function capture(level: LogLevel) {
@@ -81,5 +84,45 @@ describe("createLogger", () => {
     const { log, lines } = capture("info");
     log.info("m", { a: 1 });
     expect(Object.keys(JSON.parse(lines[0]!))).toEqual(["ts", "level", "msg", "a"]);
+  });
+});
+
+describe("journald priorities", () => {
+  const MODULE = resolve(import.meta.dir, "../../src/log.ts");
+
+  /** Runs a process that logs at every level with stdout on a file, as systemd would connect it to the journal. */
+  async function logTo(journalStream: (path: string) => string | undefined): Promise<string[]> {
+    const dir = mkdtempSync(join(tmpdir(), "mailraven-log-"));
+    try {
+      const path = join(dir, "stdout");
+      writeFileSync(path, "");
+      const script = `import { createLogger, stdoutWriter } from ${JSON.stringify(MODULE)};
+const log = createLogger("debug", stdoutWriter(process.env.JOURNAL_STREAM));
+log.debug("d"); log.info("i"); log.warn("w", { n: 1 }); log.error("e");`;
+      const env: Record<string, string | undefined> = { ...process.env, JOURNAL_STREAM: journalStream(path) };
+      const proc = Bun.spawn([process.execPath, "-e", script], { stdin: "ignore", stdout: Bun.file(path), stderr: "pipe", env });
+      expect(await proc.exited).toBe(0);
+      return readFileSync(path, "utf8").split("\n").filter((l) => l !== "");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const streamOf = (path: string) => {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  };
+
+  test("stdout is the journal stream: each line starts with its syslog priority, then the JSON", async () => {
+    const lines = await logTo(streamOf);
+    expect(lines.map((l) => l.slice(0, 3))).toEqual(["<7>", "<6>", "<4>", "<3>"]);
+    expect(JSON.parse(lines[2]!.slice(3))).toMatchObject({ level: "warn", msg: "w", n: 1 });
+  });
+
+  test("JOURNAL_STREAM naming another file (stdout redirected by the admin), or unset or malformed: plain JSON lines", async () => {
+    for (const stream of [(p: string) => streamOf(p).replace(/\d+$/, (ino) => String(BigInt(ino) + 1n)), () => undefined, () => "journal"]) {
+      const lines = await logTo(stream);
+      expect(lines).toHaveLength(4);
+      for (const l of lines) expect(l.startsWith("{")).toBe(true);
+    }
   });
 });

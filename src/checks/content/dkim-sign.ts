@@ -24,13 +24,13 @@ import addressparser from "nodemailer/lib/addressparser";
 import type { DkimKey, DkimKeys } from "../../dkim/keys.ts";
 import { parseHeaders, type HeaderField } from "../../smtp/headers.ts";
 import { ACCEPT } from "../../verdict.ts";
-import type { ContentCheck, ContentContext, ContentResult } from "../types.ts";
+import type { ClientInfo, ContentCheck, ContentContext, ContentResult } from "../types.ts";
 
 export interface DkimSigningOptions {
   /** The signing keys of a domain (lower-case A-labels), e.g. loadKeys(config.outbound.dkimDir, domain). */
   readonly keys: (domain: string) => DkimKeys | null;
   /** Whether this message is ours to sign, e.g. from relay_networks or an authenticated user. */
-  readonly shouldSign: (ctx: ContentContext) => boolean;
+  readonly shouldSign: (ctx: Pick<ContentContext, "client">) => boolean;
   /** Called when a message that should have been signed could not be; it goes on unsigned. */
   readonly onError: (err: Error) => void;
 }
@@ -82,6 +82,21 @@ export function dkimSigning(opts: DkimSigningOptions): ContentCheck {
       return { verdict: ACCEPT };
     }
   };
+}
+
+/**
+ * Whether dkimSigning(opts) is going to sign a message from this client with this header
+ * section: it is ours to sign and its From: domain has keys. Asked before the content checks,
+ * so that mail we sign can be put in a form no later hop changes (smtp/signable.ts).
+ */
+export function signsFor(opts: DkimSigningOptions, client: ClientInfo, head: string | null): boolean {
+  if (head === null || !opts.shouldSign({ client })) return false;
+  try {
+    const domain = fromDomain(parseHeaders(head).fields.filter((f) => f.raw.includes(":")));
+    return domain !== null && (opts.keys(domain)?.keys.length ?? 0) > 0;
+  } catch {
+    return false;
+  }
 }
 
 /** The domain of the only address of the only From: field, lower-case A-labels; else null. */

@@ -47,7 +47,7 @@ export function greylistCheck(cfg: GreylistConfig, store: PolicyStore, cache: Gr
   };
 
   return (ctx: RcptContext): Verdict => {
-    if (ctx.client.trusted || ctx.client.user !== null) return ACCEPT;
+    if (ctx.client.trusted || ctx.client.allowlisted || ctx.client.user !== null) return ACCEPT;
     const t = now();
     const network = clientNetwork(ctx.client.ip);
     if (allowed(ctx, network, t)) {

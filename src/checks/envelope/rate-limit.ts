@@ -28,7 +28,7 @@ export function take(b: Buckets, key: string, limit: RateLimit, now: number): bo
 export function rateLimitCheck(limits: { perIp: RateLimit | null; perSenderDomain: RateLimit | null }, b: Buckets, now: () => number) {
   return (ctx: MailContext): Verdict => {
     // Authenticated users have their own limit (submission.rate_limit).
-    if (ctx.client.trusted || ctx.client.user !== null) return ACCEPT;
+    if (ctx.client.trusted || ctx.client.allowlisted || ctx.client.user !== null) return ACCEPT;
     const t = now();
     if (limits.perIp && !take(b, `ip ${ctx.client.ip}`, limits.perIp, t)) {
       return defer(450, "4.7.1", `Rate limit exceeded for [${ctx.client.ip}], try again later`, "rate limit ip");
