@@ -3,8 +3,10 @@
 //   sink (smtp-sink or in-process smtp-server, counting) <- mailraven <- load client (this process)
 //
 // Workloads: (a) one connection per message, SESSIONS concurrent; (b) PERSISTENT_SESSIONS
-// sessions that reuse their connection; then IDLE_CONNS idle connections on a fresh relay; then
-// the sustained load: SUSTAINED_RATES messages a minute for SUSTAINED_S each, defenses on.
+// sessions that reuse their connection; then IDLE_CONNS idle connections on a fresh relay;
+// (c) "under attack": (a) with sender authentication on, alone and beside a client sending
+// signature-heavy messages (bench/lib/under-attack.ts); then the sustained load:
+// SUSTAINED_RATES messages a minute for SUSTAINED_S each, defenses on.
 // See bench/README.md for the knobs and for the same-run comparison with Postfix (compare.sh).
 
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -20,6 +22,7 @@ import { buildMessage, SmtpConn } from "./lib/smtp.ts";
 import { fmt, percentile, sortedCopy, table } from "./lib/stats.ts";
 import { printSustained, runSustained } from "./lib/sustained-run.ts";
 import { DnsServer } from "../tests/helpers/dns.ts";
+import { measureUnderAttack, printUnderAttack } from "./lib/under-attack.ts";
 
 const BUILT = process.env.MAILRAVEN_BIN ? resolve(process.env.MAILRAVEN_BIN) : resolve(import.meta.dir, "../build/mailraven");
 /** The copy of BUILT that is measured: a rebuild during the run must not change what runs. */
@@ -277,11 +280,13 @@ async function main(): Promise<number> {
     const stopped = await relay.stop();
     relay = null;
     const defended = k.defenses && runs("defenses") && work.length ? await measureDefenses(k, dir, sink, payload) : null;
+    const attacked = runs("attack") ? await measureUnderAttack(k, BINARY, dir, sinkPort, payload, say) : null;
 
     const idle = k.idleConns > 0 && runs("idle") ? await measureIdle(k, dir, sinkPort) : null;
     const steady = k.sustainedS > 0 && runs("sustained") ? await runSustained(k, BINARY, dir, sink, payload, say) : null;
     if (work.length || idle) printReport(k, binaryLabel, sink.kind, work, idle, stopped.queued);
     if (defended) printDefenses(work, defended);
+    if (attacked) printUnderAttack(attacked, k);
     if (steady) printSustained(steady, k.sustainedS);
     if (k.jsonOut) {
       const plain = {
@@ -291,6 +296,19 @@ async function main(): Promise<number> {
         sink: sink.kind,
         workloads: work.map(({ load, ...w }) => ({ ...w, accepted: load.accepted, attempted: load.attempted, seconds: load.seconds, errors: Object.fromEntries(load.errors), stoppedBy: load.stoppedBy })),
         idle,
+        underAttack: attacked && {
+          p99Ratio: attacked.p99Ratio,
+          throughputRatio: attacked.throughputRatio,
+          controlP99Ratio: attacked.controlP99Ratio,
+          controlThroughputRatio: attacked.controlThroughputRatio,
+          rounds: attacked.rounds.map((r) => ({
+            p99Ratio: r.p99Ratio,
+            throughputRatio: r.throughputRatio,
+            controlP99Ratio: r.controlP99Ratio,
+            controlThroughputRatio: r.controlThroughputRatio,
+            phases: [r.without, r.control, r.with].map(({ load, attack, ...p }) => ({ ...p, accepted: load.accepted, seconds: load.seconds, attack: attack && { sent: attack.sent, replies: Object.fromEntries(attack.replies) } })),
+          })),
+        },
         queueLeftAfterStop: stopped.queued,
         sustained: steady?.map(({ result: r, ...rest }) => ({ ...rest, perMinute: r.perMinute, scheduled: r.scheduled, accepted: r.accepted, notStarted: r.notStarted, refusals: Object.fromEntries(r.refusals), seconds: r.seconds, acceptP50Ms: percentile(sortedCopy(r.acceptMs), 50), acceptP99Ms: percentile(sortedCopy(r.acceptMs), 99), rss: r.rss })),
       };

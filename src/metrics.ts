@@ -46,10 +46,16 @@ export function createMetrics() {
     backupLastDuration: new Gauge({ name: "mailraven_backup_last_duration_seconds", help: "Duration of the last successful backup", registers: r }),
     backupLastSuccess: new Gauge({ name: "mailraven_backup_last_success_timestamp_seconds", help: "Unix time of the last successful backup", registers: r }),
     dnsblResults: new Counter({ name: "mailraven_dnsbl_lookups_total", help: "DNS list answers by zone and result (listed, clean, error)", labelNames: ["zone", "result"], registers: r }),
-    greylistDecisions: new Counter({ name: "mailraven_greylist_decisions_total", help: "Greylisting decisions (new, early, pass, allowlisted)", labelNames: ["decision"], registers: r }),
-    authAttempts: new Counter({ name: "mailraven_smtp_auth_total", help: "SMTP AUTH attempts by result (ok, failed, blocked)", labelNames: ["result"], registers: r }),
+    recipientProbes: new Counter({ name: "mailraven_recipient_probes_total", help: "Recipient verification probes to next hops by result (ok, unknown, tempfail; rate_limited and queue_full: not made)", labelNames: ["result"], registers: r }),
+    authLimits: new Counter({ name: "mailraven_sender_auth_limits_total", help: "Messages whose sender authentication reached a budget (dkim_signatures, arc_sets, header_section, deadline)", labelNames: ["limit"], registers: r }),
+    greylistDecisions: new Counter({ name: "mailraven_greylist_decisions_total", help: "Greylisting decisions (new, early, pass, allowlisted; capped and full: deferred without a write)", labelNames: ["decision"], registers: r }),
+    authAttempts: new Counter({ name: "mailraven_smtp_auth_total", help: "SMTP AUTH attempts by result (ok, failed, blocked, busy, rate_limited)", labelNames: ["result"], registers: r }),
     earlyTalkers: new Counter({ name: "mailraven_smtp_early_talkers_total", help: "Clients that sent before the greeting and were refused", registers: r }),
     failOpen: new Counter({ name: "mailraven_check_fail_open_total", help: "Mail let through (or left unsigned) because an optional check failed: clamd, spamd, authentication, dkim_sign, dnsbl", labelNames: ["check"], registers: r }),
+    syncViolations: new Counter({ name: "mailraven_smtp_sync_violations_total", help: "Sessions closed for RFC 2920 protocol synchronisation errors, by the command the input followed", labelNames: ["after"], registers: r }),
+    sessionsCut: new Counter({ name: "mailraven_smtp_sessions_cut_total", help: "Sessions closed for a deadline or the error limit (command, rate, data, errors)", labelNames: ["reason"], registers: r }),
+    stress: new Gauge({ name: "mailraven_smtp_stress", help: "1 while a listener is in stress mode", labelNames: ["listener"], registers: r }),
+    lowDiskRefusals: new Counter({ name: "mailraven_smtp_insufficient_storage_total", help: "MAIL FROM or messages refused with 452 4.3.1 (free space below queue.min_free_space, or a write failed)", registers: r }),
     adminAuthFailures: new Counter({ name: "mailraven_admin_auth_failures_total", help: "Admin API requests refused for a missing or wrong token", registers: r }),
   };
 }
@@ -64,6 +70,18 @@ export function registerProcessMetrics(metrics: Metrics, version: string): void 
   new Gauge({ name: "mailraven_build_info", help: "The running version (always 1)", labelNames: ["version", "bun"], registers: [metrics.registry] }).set({ version, bun: Bun.version }, 1);
   collectDefaultMetrics({ register: metrics.registry });
   for (const name of ["nodejs_heap_space_size_total_bytes", "nodejs_heap_space_size_used_bytes", "nodejs_heap_space_size_available_bytes"]) metrics.registry.removeSingleMetric(name);
+}
+
+/** policy.db's size, read when Prometheus scrapes (greylisting stops writing new triplets at its ceiling). */
+export function registerPolicyGauge(metrics: Metrics, source: { sizeBytes(): number }): void {
+  new Gauge({
+    name: "mailraven_policy_db_bytes",
+    help: "Bytes in use in policy.db (greylist, allowlisted networks, blocklist, recipient verification)",
+    registers: [metrics.registry],
+    collect() {
+      this.set(source.sizeBytes());
+    },
+  });
 }
 
 /** Queue depth gauges, read from the store when Prometheus scrapes. */

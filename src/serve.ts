@@ -11,9 +11,10 @@ import type { Config } from "./config/types.ts";
 import { DeliveryWorker } from "./deliver/worker.ts";
 import { Live } from "./live.ts";
 import type { Logger } from "./log.ts";
-import { createMetrics, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
+import { createMetrics, registerPolicyGauge, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
 import { bounceFor } from "./queue/bounce.ts";
 import { QueueStore } from "./queue/store.ts";
+import { DiskSpace } from "./queue/disk-space.ts";
 import { buildRuntime, withAcmeCertificate, type Runtime } from "./runtime.ts";
 import { AcmeManager } from "./acme/manager.ts";
 import { assertLibraryCompatible } from "./smtp/connection-adapter.ts";
@@ -48,9 +49,10 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   const store = QueueStore.open(config.stateDir);
   const policy = PolicyStore.open(config.stateDir);
   const users = config.submission ? UserStore.open(config.stateDir) : null;
-  const authGuard = config.submission ? new AuthGuard(config.submission.authFailures, policy, log) : null;
+  const authGuard = config.submission ? new AuthGuard(config.submission, policy, log) : null;
   const apiKeys = config.api ? ApiKeyStore.open(config.stateDir) : null;
   const metrics = createMetrics();
+  const disk = new DiskSpace(config.stateDir, () => runtime.get().config.queue.minFreeSpace);
   const services = pipelineServices(policy, users, metrics, log);
   const acme = new AcmeManager({ config: () => runtime.get().config.acme, install: (material) => installAcmeCertificate(runtime, material, log), log });
   // The cached ACME certificate is read before the runtime is built, so the listeners start with it.
@@ -67,6 +69,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   cleanup.unref();
   registerQueueGauges(metrics, store);
   registerProcessMetrics(metrics, version);
+  registerPolicyGauge(metrics, policy);
   registerCertificateExpiry(metrics, () => runtime.get());
   // The newest good backup survives restarts: its manifest says when it was made.
   const lastBackup = newestBackupTime(config.backup.dir);
@@ -89,13 +92,14 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   };
 
   try {
-    const sessionDeps = { runtime, store, log, metrics, users, authGuard, onQueued: () => worker.wake() };
+    const sessionDeps = { runtime, store, disk, log, metrics, users, authGuard, onQueued: () => worker.wake() };
     for (const address of config.smtp.listen) listeners.push(await startSmtpListener(address, sessionDeps, "mx"));
     for (const address of config.submission?.starttls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "submission"));
     for (const address of config.submission?.implicitTls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "smtps"));
     if (config.admin.listen) {
       const app = createAdminApp({
         store,
+        disk,
         policy,
         users,
         apiKeys,

@@ -36,15 +36,17 @@ export interface Knobs {
   readonly defenses: boolean;
   /** Also write the results as JSON to this path. */
   readonly jsonOut: string | null;
+  /** The "under attack" workload (ATTACK=0 skips it): normal messages per phase, and the attacker's message. */
+  readonly attack: { readonly messages: number; readonly signatures: number; readonly bodyBytes: number; readonly rounds: number } | null;
   /** Sustained-load rates, messages per minute (each run on a fresh relay with the defenses on). */
   readonly sustainedRates: readonly number[];
   /** Seconds each sustained rate runs (0 skips the sustained workload). */
   readonly sustainedS: number;
-  /** Run only these parts: throughput (a, b), defenses, idle, sustained; null runs them all. */
+  /** Run only these parts: throughput (a, b), defenses, attack, idle, sustained; null runs them all. */
   readonly only: ReadonlySet<string> | null;
 }
 
-const PARTS = ["throughput", "defenses", "idle", "sustained"];
+const PARTS = ["throughput", "defenses", "attack", "idle", "sustained"];
 
 function list(name: string, fallback: string, parse: (item: string) => number | string | null): (number | string)[] {
   const raw = process.env[name]?.trim() || fallback;
@@ -71,6 +73,15 @@ export function readKnobs(): Knobs {
     keep: process.env.KEEP === "1",
     defenses: process.env.DEFENSES !== "0",
     jsonOut: process.env.JSON_OUT && process.env.JSON_OUT.trim() !== "" ? process.env.JSON_OUT : null,
+    attack:
+      process.env.ATTACK === "0"
+        ? null
+        : {
+            messages: num("ATTACK_MESSAGES", 5000, 1, 10_000_000),
+            signatures: num("ATTACK_SIGNATURES", 1000, 1, 100_000),
+            bodyBytes: num("ATTACK_BODY", 2 * 1024 * 1024, 0, 50 * 1024 * 1024),
+            rounds: num("ATTACK_ROUNDS", 3, 1, 20),
+          },
     sustainedRates: list("SUSTAINED_RATES", "1000,10000", (i) => (/^\d+$/.test(i) && Number(i) >= 1 && Number(i) <= 1_000_000 ? Number(i) : null)) as number[],
     sustainedS: num("SUSTAINED_S", 60, 0, 86_400),
     only: process.env.ONLY?.trim() ? new Set(list("ONLY", "", (i) => (PARTS.includes(i) ? i : null)) as string[]) : null,

@@ -20,6 +20,11 @@ export interface RelayConfig {
    * server, and greylisting runs with the client network allowlisted so mail flows.
    */
   readonly defensesDns?: string;
+  /**
+   * The "under attack" run: only 127.0.0.1 (the normal load) is trusted; the attacker's address
+   * is not, so sender authentication (on, asking this DNS server) checks its messages.
+   */
+  readonly attackDns?: string;
 }
 
 /** The config file the benchmark runs the relay with (YAML). */
@@ -38,11 +43,24 @@ smtp:
 relay:
   domains:
     bench.test: smtp://${HOST}:${c.sinkPort}
-  relay_networks: [${c.defensesDns ? "10.255.255.0/24" : "127.0.0.0/8"}]
+  relay_networks: [${c.defensesDns ? "10.255.255.0/24" : c.attackDns ? "127.0.0.1/32" : "127.0.0.0/8"}]
 # the admin API's default port (127.0.0.1:8025) may be in use by another relay on this host
 admin:
   enabled: false
-${c.defensesDns ? defensesYaml(c.defensesDns) : ""}`;
+${c.defensesDns ? defensesYaml(c.defensesDns) : ""}${c.attackDns ? attackYaml(c.attackDns) : ""}`;
+}
+
+/** Sender authentication with its default budgets; nothing else that would slow the attacker down. */
+function attackYaml(dns: string): string {
+  return `dns:
+  servers: ["${dns}"]
+  timeout: 1s
+  attempts: 1
+defenses:
+  connection_rate: 0
+  rate_limits: {per_ip: "off", per_sender_domain: "off"}
+  authentication: {}
+`;
 }
 
 /** The checks a real MX runs: two weighted DNS lists (one an allowlist) and greylisting. */

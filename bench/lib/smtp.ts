@@ -41,7 +41,7 @@ export class SmtpConn {
   /** Resolves once the TCP connection is established (the greeting is read with reply()). */
   static open(port: number, timeoutMs: number, localAddress?: string): Promise<SmtpConn> {
     return new Promise((resolve, reject) => {
-      const sock = connect({ host: HOST, port, localAddress });
+      const sock = connect({ host: HOST, port, ...(localAddress ? { localAddress } : {}) });
       const timer = setTimeout(() => {
         sock.destroy();
         reject(new SmtpError("connect", "connect timeout"));

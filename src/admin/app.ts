@@ -15,6 +15,7 @@ import type { UserStore } from "../users/store.ts";
 import { userRoutes } from "./user-routes.ts";
 import { apiKeyRoutes } from "./apikey-routes.ts";
 import type { ApiKeyStore } from "../api/keys.ts";
+import type { DiskSpace } from "../queue/disk-space.ts";
 
 export interface AdminDeps extends QueueRouteDeps {
   readonly policy: PolicyStore;
@@ -28,16 +29,21 @@ export interface AdminDeps extends QueueRouteDeps {
   readonly clientIp: (req: Request, env: unknown) => string;
   /** Readiness beyond the queue: e.g. the SMTP listeners are up. */
   readonly listenersUp: () => number;
+  /** The state directory's free space (queue.min_free_space); absent: not checked. */
+  readonly disk?: DiskSpace;
 }
 
 export function createAdminApp(deps: AdminDeps): Hono {
   const app = new Hono();
 
   app.get("/health", (c) => {
-    const queueWritable = deps.store.writable();
     const listeners = deps.listenersUp();
-    const ok = queueWritable && listeners > 0;
-    return c.json({ status: ok ? "ok" : "unavailable", queue_writable: queueWritable, smtp_listeners: listeners }, ok ? 200 : 503);
+    // A real write (the database lock, and a synced file) rather than trust: a full disk still grants the lock.
+    const queueWritable = deps.store.writable() && (deps.disk?.writable() ?? true);
+    const lowSpace = deps.disk?.low() ?? false;
+    const status = listeners === 0 ? "unavailable" : !queueWritable || lowSpace ? "degraded" : "ok";
+    const disk = deps.disk ? { disk_free_bytes: deps.disk.freeBytes(), low_disk_space: lowSpace } : {};
+    return c.json({ status, queue_writable: queueWritable, ...disk, smtp_listeners: listeners }, status === "ok" ? 200 : 503);
   });
 
   app.get("/metrics", async (c) => {

@@ -8,6 +8,7 @@ import type { MiddlewareHandler } from "hono";
 import { LRUCache } from "lru-cache";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
+import { clientKey } from "../net/cidr.ts";
 import { ApiError } from "./errors.ts";
 
 const MAX_FAILURES = 10;
@@ -28,7 +29,7 @@ export function bearerAuth(opts: AuthOptions): MiddlewareHandler {
   return async (c, next) => {
     const expected = opts.token();
     if (expected === null) throw new ApiError(503, "admin_disabled", "no admin token is configured; set admin.token_file (or admin.token_env) and reload");
-    const ip = opts.clientIp(c.req.raw, c.env);
+    const ip = clientKey(opts.clientIp(c.req.raw, c.env), 64); // an IPv6 client's /64 is one client
     const header = c.req.header("authorization") ?? "";
     const given = /^Bearer (\S+)$/i.exec(header)?.[1] ?? "";
     // Comparing digests keeps the time independent of where, or whether, the lengths differ.

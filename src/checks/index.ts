@@ -3,14 +3,15 @@
 // the order the `pipeline` section gives (by default: every configured one).
 //   connect -> blocklist, connection rate, DNS lists      (before the greeting, in parallel with its delay)
 //   mail    -> rate limits
-//   rcpt    -> relay policy, greylisting
-//   data    -> size, bare newlines, hop count
+//   rcpt    -> relay policy, recipient validation, greylisting   (nothing is written for unknown recipients)
+//   data    -> size, header size, NUL octets, bare newlines, hop count
 //   content -> SPF/DKIM/DMARC/ARC, clamd, spamd           (may add and remove headers)
 //   queue   -> queue/store.ts commits; deliver -> deliver/worker.ts
 
 import type { AuthPolicy, Config } from "../config/types.ts";
 import { ACCEPT } from "../verdict.ts";
 import { authenticationCheck } from "./content/authentication.ts";
+import { Pacer } from "./content/auth-budget.ts";
 import { dkimSigning, signsFor, type DkimSigningOptions } from "./content/dkim-sign.ts";
 import { DkimKeyCache } from "../dkim/keys.ts";
 import { virusCheck } from "./content/clamd.ts";
@@ -25,10 +26,13 @@ import { userRateLimit } from "./submission/user-rate-limit.ts";
 import { blocklistCheck } from "./connect/blocklist.ts";
 import { connectionCounts, connectionRateCheck, type ConnectionCounts } from "./connect/connection-rate.ts";
 import { dnsblCache, dnsblCheck, type DnsblCache } from "./connect/dnsbl.ts";
-import { bareNewline, hopCount, messageSize } from "./data-policy.ts";
+import { bareNewline, headerSize, hopCount, messageSize, nulOctets } from "./data-policy.ts";
 import { greylistCache, greylistCheck, type GreylistCache } from "./envelope/greylist.ts";
 import { buckets, rateLimitCheck, type Buckets } from "./envelope/rate-limit.ts";
 import { relayPolicy } from "./relay-policy.ts";
+import { recipientValidation } from "./envelope/recipient-validation.ts";
+import { RecipientVerifier } from "./envelope/recipient-verifier.ts";
+import { assertProbeCompatible, probeRecipient } from "../deliver/probe.ts";
 import type { Check, ConnectContext, ContentCheck, MailContext, Pipeline, RcptContext } from "./types.ts";
 
 /** State the checks keep across configuration reloads. */
@@ -36,11 +40,15 @@ export interface PipelineServices {
   readonly policy: PolicyStore;
   /** Submission users; null when submission is not configured. */
   readonly users: UserStore | null;
-  readonly caches: { readonly dnsbl: DnsblCache; readonly connections: ConnectionCounts; readonly buckets: Buckets; readonly greylist: GreylistCache };
+  readonly caches: { readonly dnsbl: DnsblCache; readonly connections: ConnectionCounts; readonly buckets: Buckets; readonly greylist: GreylistCache; readonly greylistNew: Buckets };
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly now: () => number;
   readonly dkimKeys: DkimKeyCache;
+  /** Sender authentication's share of the event loop, over all messages. */
+  readonly authPacer: Pacer;
+  /** Recipient probes and their results, kept across reloads. */
+  readonly verifier: RecipientVerifier;
 }
 
 export function pipelineServices(policy: PolicyStore, users: UserStore | null, metrics: Metrics, log: Logger, now: () => number = Date.now): PipelineServices {
@@ -50,6 +58,17 @@ export function pipelineServices(policy: PolicyStore, users: UserStore | null, m
   const connections = once(connectionCounts);
   const bucket = once(buckets);
   const greylist = once(greylistCache);
+  const greylistNew = once(buckets);
+  assertProbeCompatible();
+  const verifier = new RecipientVerifier({
+    cache: policy,
+    probe: probeRecipient,
+    now,
+    onProbe: (result, route, address, reply) => {
+      metrics.recipientProbes.inc({ result });
+      log.info("recipient probe", { route: route.uri, rcpt: address, result, reply });
+    },
+  });
   return {
     policy,
     users,
@@ -57,6 +76,8 @@ export function pipelineServices(policy: PolicyStore, users: UserStore | null, m
     log,
     now,
     dkimKeys: new DkimKeyCache(now),
+    verifier,
+    authPacer: new Pacer(),
     caches: {
       get dnsbl() {
         return dnsbl();
@@ -69,6 +90,9 @@ export function pipelineServices(policy: PolicyStore, users: UserStore | null, m
       },
       get greylist() {
         return greylist();
+      },
+      get greylistNew() {
+        return greylistNew();
       },
     },
   };
@@ -103,7 +127,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
       case "blocklist":
         return blocklistCheck(d.blocklist, s.policy, s.now);
       case "connection_rate":
-        return connectionRateCheck(d.connectionRate, () => s.caches.connections, s.now);
+        return connectionRateCheck(d.connectionRate, () => s.caches.connections, s.now, config.smtp.ipv6PrefixLength);
       case "dnsbl":
         return dnsblCheck(d.dnsbl!, {
           resolver,
@@ -124,11 +148,12 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
   const users = s.users;
   const mail: Check<MailContext>[] = [
     ...(sub && users ? [senderIdentity(users), ...(sub.rateLimit ? [userRateLimit(sub.rateLimit, s.caches.buckets, s.now)] : [])] : []),
-    ...config.pipeline.mail.map(() => rateLimitCheck(d.rateLimits, s.caches.buckets, s.now)),
+    ...config.pipeline.mail.map(() => rateLimitCheck(d.rateLimits, s.caches.buckets, s.now, config.smtp.ipv6PrefixLength)),
   ];
   const rcpt: Check<RcptContext>[] = [
     relayPolicy(config.relay, config.outbound.mxDelivery),
-    ...config.pipeline.rcpt.map(() => greylistCheck(d.greylist!, s.policy, s.caches.greylist, s.now, (decision) => s.metrics.greylistDecisions.inc({ decision }))),
+    ...(config.relay.recipients.size ? [recipientValidation(config.relay, (address, route) => s.verifier.verify(address, route, config.relay.recipientVerification, config.hostname))] : []),
+    ...config.pipeline.rcpt.map(() => greylistCheck(d.greylist!, s.policy, s.caches.greylist, s.now, (decision) => s.metrics.greylistDecisions.inc({ decision }), s.caches.greylistNew)),
   ];
   const identityCheck: ContentCheck[] = sub && users ? [fromIdentity(users)] : [];
   const content: ContentCheck[] = identityCheck.concat(...config.pipeline.content.map((name): ContentCheck[] => {
@@ -140,6 +165,13 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
           resolver: resolver.forMailauth,
           policy: (domains) => strictest(auth.policy, domains.map((dom) => config.domainPolicy.get(dom) ?? {})),
           onError: (err) => failedOpen("authentication", "sender authentication failed; accepted without a verdict", err),
+          limits: { maxDkimSignatures: auth.maxDkimSignatures, maxArcSets: auth.maxArcSets, timeoutMs: auth.timeoutMs },
+          pacer: s.authPacer,
+          onLimit: (limit) => {
+            s.metrics.authLimits.inc({ limit });
+            if (limit === "deadline") s.log.warn("sender authentication not finished in time; treated as a DNS failure (temp_error)", { timeout_ms: auth.timeoutMs });
+            else if (limit === "header_section") s.log.warn("sender authentication skipped: header section too large; treated as a DNS failure (temp_error)");
+          },
         });
         // Our own servers' and users' outbound mail is not checked against its senders' SPF and DMARC.
         return [async (ctx) => (ctx.client.trusted || ctx.client.allowlisted || ctx.client.user !== null ? { verdict: ACCEPT } : check(ctx))];
@@ -176,7 +208,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
     connectSubmission,
     mail,
     rcpt,
-    data: [messageSize(config.smtp.maxMessageSize), bareNewline, hopCount(config.smtp.maxHops)],
+    data: [messageSize(config.smtp.maxMessageSize), headerSize(config.smtp.maxHeaderSize, config.smtp.maxHeaderSection), nulOctets, bareNewline, hopCount(config.smtp.maxHops)],
     content,
     signer,
     signs: (client, head) => signing !== null && signsFor(signing, client, head),

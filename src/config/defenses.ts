@@ -80,7 +80,7 @@ export function parseZone(spec: string): DnsblZone | null {
 
 function greylist(r: Reader, value: unknown): NonNullable<DefensesConfig["greylist"]> {
   const path = "defenses.greylist";
-  const o = r.section(value ?? {}, path, ["delay", "retry_window", "pass_ttl", "auto_allowlist_after", "allow_clients", "allow_senders", "allow_recipients"]);
+  const o = r.section(value ?? {}, path, ["delay", "retry_window", "pass_ttl", "auto_allowlist_after", "allow_clients", "allow_senders", "allow_recipients", "new_triplets_per_network", "max_database_size"]);
   // The check compares sender domains, and recipient addresses or domains: anything else would never match.
   const names = (key: string, what: string, pattern: RegExp) =>
     (r.list(o, key, path) ?? []).flatMap((item, i) =>
@@ -94,7 +94,17 @@ function greylist(r: Reader, value: unknown): NonNullable<DefensesConfig["greyli
     allowClients: cidrList(r, o, "allow_clients", path),
     allowSenders: names("allow_senders", 'a sender domain such as "example.org"', /^[a-z0-9.-]+$/i),
     allowRecipients: names("allow_recipients", 'a recipient address or domain such as "postmaster@example.org" or "example.org"', /^(?:[^\s@]+@)?[a-z0-9.-]+$/i),
+    newTripletsPerNetwork: optionalRate(r, o.new_triplets_per_network, join(path, "new_triplets_per_network"), { messages: 500, windowMs: 3_600_000 }),
+    maxDatabaseSize: r.size(o, "max_database_size", path, 256 * 1024 * 1024, 16 * 1024),
   };
+}
+
+/** A rate such as "500/1h"; "off" (or 0) for none; `fallback` when not given. */
+function optionalRate(r: Reader, v: unknown, path: string, fallback: RateLimit): RateLimit | null {
+  if (v === undefined || v === null) return fallback;
+  if (v === 0 || v === "off") return null;
+  const limit = typeof v === "string" ? parseRate(v) : undefined;
+  return limit ?? r.fail(path, 'a count per window such as "500/1h" (or "off")', v) ?? null;
 }
 
 function rateLimits(r: Reader, value: unknown): DefensesConfig["rateLimits"] {
@@ -123,10 +133,17 @@ export const DEFAULT_AUTH_POLICY: AuthPolicy = { spfFail: "tag", dmarcReject: tr
 
 function authentication(r: Reader, value: unknown, hostname: string): NonNullable<DefensesConfig["authentication"]> {
   const path = "defenses.authentication";
-  const o = r.section(value ?? {}, path, ["authserv_id", "spf_fail", "dmarc_reject", "temp_error"]);
+  const o = r.section(value ?? {}, path, ["authserv_id", "spf_fail", "dmarc_reject", "temp_error", "max_dkim_signatures", "max_arc_sets", "timeout"]);
   const authservId = r.string(o, "authserv_id", path, hostname);
   if (!/^[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?$/i.test(authservId)) r.fail(join(path, "authserv_id"), "a host name such as mx.example.org", authservId);
-  return { authservId, policy: authPolicy(r, o, path, DEFAULT_AUTH_POLICY) };
+  return {
+    authservId,
+    policy: authPolicy(r, o, path, DEFAULT_AUTH_POLICY),
+    // OpenDKIM's MaximumSignaturesToVerify is 3; RFC 8617 allows 50 ARC sets, real chains have a few.
+    maxDkimSignatures: r.int(o, "max_dkim_signatures", path, 5, 1, 50),
+    maxArcSets: r.int(o, "max_arc_sets", path, 5, 1, 50),
+    timeoutMs: r.duration(o, "timeout", path, 10_000, 1000),
+  };
 }
 
 function spamd(r: Reader, value: unknown): NonNullable<DefensesConfig["spamd"]> {

@@ -26,16 +26,26 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       greeting_allowlist: c.smtp.greetingAllowlist.map((x) => x.text),
       shutdown_timeout: formatDuration(c.smtp.shutdownTimeoutMs),
       tls: c.smtp.tls ? { cert_file: c.smtp.tls.certFile, key_file: c.smtp.tls.keyFile } : null,
+      ipv6_prefix_length: c.smtp.ipv6PrefixLength,
+      data_timeout: formatDuration(c.smtp.dataTimeoutMs),
+      min_data_rate: c.smtp.minDataRate,
+      nul_bytes: c.smtp.nulBytes,
+      max_header_size: size(c.smtp.maxHeaderSize),
+      max_header_section: size(c.smtp.maxHeaderSection),
+      error_limit: c.smtp.errorLimit,
+      stress: { threshold: c.smtp.stress.threshold, timeout: formatDuration(c.smtp.stress.timeoutMs), error_limit: c.smtp.stress.errorLimit },
     },
     relay: {
-      domains: Object.fromEntries([...c.relay.domains].map(([d, r]) => [d, c.domainPolicy.has(d) ? { route: r.uri, ...policyView(c.domainPolicy.get(d)!) } : r.uri])),
+      domains: Object.fromEntries([...c.relay.domains].map(([d, r]) => [d, c.domainPolicy.has(d) ? { route: r.uri, ...policyView(c.domainPolicy.get(d)!), ...recipientsView(c.relay.recipients.get(d)) } : r.uri])),
       relay_networks: c.relay.relayNetworks.map((x) => x.text),
       smarthost: c.relay.smarthost?.uri ?? null,
+      recipient_verification: verificationView(c.relay.recipientVerification),
     },
     queue: {
       retry_schedule: c.queue.retryScheduleMs.map(formatDuration),
       inline_max_size: size(c.queue.inlineMaxSize),
       delay_warning: formatDuration(c.queue.delayWarningMs),
+      min_free_space: size(c.queue.minFreeSpace),
     },
     delivery: {
       concurrency_per_route: c.delivery.concurrencyPerRoute,
@@ -73,6 +83,8 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
           certificates: c.submission.certificates.map((t) => ({ cert_file: t.certFile, key_file: t.keyFile })),
           rate_limit: c.submission.rateLimit ? `${c.submission.rateLimit.messages}/${formatDuration(c.submission.rateLimit.windowMs)}` : "off",
           auth_failures: { max: c.submission.authFailures.max, window: formatDuration(c.submission.authFailures.windowMs), block_for: formatDuration(c.submission.authFailures.blockForMs) },
+          auth_concurrency: c.submission.authConcurrency,
+          auth_rate_limit: c.submission.authRateLimit ? `${c.submission.authRateLimit.messages}/${formatDuration(c.submission.authRateLimit.windowMs)}` : "off",
         }
       : null,
     api: c.api ? { listen: hostPort(c.api.listen.host, c.api.listen.port), tls: c.api.tls ? { cert_file: c.api.tls.certFile, key_file: c.api.tls.keyFile } : null } : null,
@@ -87,6 +99,25 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
           ca_file: c.acme.caFile,
         }
       : { enabled: false },
+  };
+}
+
+function recipientsView(k: Config["relay"]["recipients"] extends ReadonlyMap<string, infer V> ? V | undefined : never): Record<string, unknown> {
+  if (!k) return {};
+  return { ...(k.inline ? { recipients: k.inline } : {}), ...(k.file ? { recipients_file: k.file } : {}), verify_recipients: k.verify };
+}
+
+function verificationView(v: Config["relay"]["recipientVerification"]): Record<string, unknown> {
+  return {
+    positive_ttl: formatDuration(v.positiveTtlMs),
+    negative_ttl: formatDuration(v.negativeTtlMs),
+    positive_refresh: formatDuration(v.positiveRefreshMs),
+    negative_refresh: formatDuration(v.negativeRefreshMs),
+    wait: formatDuration(v.waitMs),
+    timeout: formatDuration(v.timeoutMs),
+    unreachable: v.unreachable,
+    concurrency_per_hop: v.concurrencyPerHop,
+    probes_per_hop: `${v.probesPerHop.messages}/${formatDuration(v.probesPerHop.windowMs)}`,
   };
 }
 
@@ -116,11 +147,21 @@ function defensesView(c: Config): Record<string, unknown> {
           allow_clients: d.greylist.allowClients.map((x) => x.text),
           allow_senders: d.greylist.allowSenders,
           allow_recipients: d.greylist.allowRecipients,
+          new_triplets_per_network: limit(d.greylist.newTripletsPerNetwork),
+          max_database_size: size(d.greylist.maxDatabaseSize),
         }
       : null,
     rate_limits: { per_ip: limit(d.rateLimits.perIp), per_sender_domain: limit(d.rateLimits.perSenderDomain) },
     authentication: d.authentication
-      ? { authserv_id: d.authentication.authservId, spf_fail: d.authentication.policy.spfFail, dmarc_reject: d.authentication.policy.dmarcReject, temp_error: d.authentication.policy.tempError }
+      ? {
+          authserv_id: d.authentication.authservId,
+          spf_fail: d.authentication.policy.spfFail,
+          dmarc_reject: d.authentication.policy.dmarcReject,
+          temp_error: d.authentication.policy.tempError,
+          max_dkim_signatures: d.authentication.maxDkimSignatures,
+          max_arc_sets: d.authentication.maxArcSets,
+          timeout: formatDuration(d.authentication.timeoutMs),
+        }
       : null,
     spamd: d.spamd ? { address: target(d.spamd.target), timeout: formatDuration(d.spamd.timeoutMs), tag_score: d.spamd.tagScore, reject_score: d.spamd.rejectScore } : null,
     clamd: d.clamd ? { address: target(d.clamd.target), timeout: formatDuration(d.clamd.timeoutMs) } : null,

@@ -8,8 +8,17 @@ import type { OutboundConfig, TlsPolicy } from "./types.ts";
 
 export const TLS_POLICIES = ["none", "opportunistic", "required", "verify"] as const;
 const POLICIES = TLS_POLICIES;
-/** Like Exim's default ignore_target_hosts: an MX host here is a mistake or a trick (or us), never a peer. */
-const IGNORED_MX_ADDRESSES = ["0.0.0.0/8", "127.0.0.0/8", "::/128", "::1/128"];
+/**
+ * Like Exim's ignore_target_hosts: an MX host here is a mistake or a trick (or us, or the
+ * cloud's metadata service at 169.254.169.254), never a peer on the internet. Unspecified,
+ * loopback, RFC 1918 private, CGNAT (RFC 6598), link-local, reserved and multicast IPv4; the
+ * same for IPv6 with ULA (RFC 4193) and NAT64 local-use (RFC 8215). IPv4 written in IPv6
+ * forms is checked as the IPv4 address it embeds (net/cidr.ts).
+ */
+export const IGNORED_MX_ADDRESSES = [
+  "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+  "::/128", "::1/128", "64:ff9b:1::/48", "fc00::/7", "fe80::/10", "ff00::/8",
+];
 
 export function parseOutbound(r: Reader, value: unknown, stateDir: string, cwd: string): OutboundConfig {
   const path = "outbound";

@@ -14,6 +14,9 @@ import { systemServers } from "../dns/resolver.ts";
 import { parseOutbound, TLS_POLICIES } from "./outbound.ts";
 import { parseSubmission } from "./submission.ts";
 import { checkAcmePrecedence, parseAcme } from "./acme.ts";
+import { domainRecipients, parseRecipientVerification, RECIPIENT_KEYS } from "./recipients.ts";
+import type { DomainRecipients } from "./types.ts";
+import { minFreeSpace, SMTP_HARDENING_KEYS, smtpHardening } from "./smtp-hardening.ts";
 
 // Gives up after about 5 days (5d 8h), as RFC 5321 4.5.4.1 asks ("at least 4-5 days").
 const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h", "24h", "24h", "24h"];
@@ -49,10 +52,11 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
 
   const smtpObj = r.section(top.smtp, "smtp", [
     "listen", "max_connections", "max_connections_per_ip", "idle_timeout", "command_timeout", "max_message_size",
-    "max_recipients", "max_line_length", "max_hops", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls",
+    "max_recipients", "max_line_length", "max_hops", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls", "ipv6_prefix_length",
+    ...SMTP_HARDENING_KEYS,
   ]);
-  const relayObj = r.section(top.relay, "relay", ["domains", "relay_networks", "smarthost"]);
-  const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size", "delay_warning"]);
+  const relayObj = r.section(top.relay, "relay", ["domains", "relay_networks", "smarthost", "recipient_verification"]);
+  const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size", "delay_warning", "min_free_space"]);
   const deliveryObj = r.section(top.delivery, "delivery", ["concurrency_per_route", "connect_timeout", "timeout", "idle_connection_ttl"]);
   const adminObj = r.section(top.admin, "admin", ["enabled", "listen", "token", "token_file", "token_env", "tls"]);
   const backupObj = r.section(top.backup, "backup", ["dir", "keep", "include_secrets"]);
@@ -60,6 +64,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
   const smtpTls = tlsFiles(r, smtpObj.tls, "smtp.tls", env.cwd);
   const defenses = parseDefenses(r, top.defenses, hostname.toLowerCase());
   const domainPolicy = new Map<string, Partial<AuthPolicy>>();
+  const recipients = new Map<string, DomainRecipients>();
   const acme = parseAcme(r, top.acme, stateDir, env.cwd, isHostname, (text, path) => {
     const hp = parseHostPort(text);
     return hp?.port === undefined ? r.fail(path, 'an address such as "0.0.0.0:80" or "[::]:80"', text) : { host: hp.host, port: hp.port };
@@ -86,9 +91,14 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       greetingAllowlist: cidrs(r, smtpObj, "greeting_allowlist", "smtp", []),
       shutdownTimeoutMs: r.duration(smtpObj, "shutdown_timeout", "smtp", 30_000),
       tls: smtpTls,
+      // Postfix 3.8's smtpd_client_ipv6_prefix_length: one subscriber's /64 is one client.
+      ipv6PrefixLength: r.int(smtpObj, "ipv6_prefix_length", "smtp", 64, 16, 128),
+      ...smtpHardening(r, smtpObj),
     },
     relay: {
-      domains: domains(r, relayObj, domainPolicy),
+      domains: domains(r, relayObj, domainPolicy, recipients, secrets.readFile),
+      recipients,
+      recipientVerification: parseRecipientVerification(r, relayObj.recipient_verification),
       relayNetworks: cidrs(r, relayObj, "relay_networks", "relay", ["127.0.0.0/8", "::1/128"]),
       smarthost: relayObj.smarthost === undefined || relayObj.smarthost === null ? null : route(r, relayObj.smarthost, "relay.smarthost"),
     },
@@ -97,6 +107,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       inlineMaxSize: r.size(queueObj, "inline_max_size", "queue", 128 * 1024, 0),
       // Postfix's delay_warning_time, on by default here: senders hear of mail stuck for hours.
       delayWarningMs: r.duration(queueObj, "delay_warning", "queue", 4 * 3_600_000),
+      minFreeSpace: minFreeSpace(r, queueObj, smtpObj),
     },
     delivery: {
       // Postfix's default_destination_concurrency_limit.
@@ -182,7 +193,7 @@ function tlsFiles(r: Reader, value: unknown, path: string, cwd: string): TlsFile
   return { certFile: resolve(cwd, certFile), keyFile: resolve(cwd, keyFile) };
 }
 
-function domains(r: Reader, relay: Obj, policies: Map<string, Partial<AuthPolicy>>): Map<string, Route> {
+function domains(r: Reader, relay: Obj, policies: Map<string, Partial<AuthPolicy>>, recipients: Map<string, DomainRecipients>, readFile: (path: string) => string): Map<string, Route> {
   const out = new Map<string, Route>();
   const value = relay.domains;
   if (value === undefined || value === null) return out;
@@ -199,7 +210,7 @@ function domains(r: Reader, relay: Obj, policies: Map<string, Partial<AuthPolicy
     }
     // Either a route, or a mapping with the route and this domain's authentication policy.
     if (target && typeof target === "object" && !Array.isArray(target)) {
-      const o = r.section(target, path, ["route", "spf_fail", "dmarc_reject", "temp_error"]);
+      const o = r.section(target, path, ["route", "spf_fail", "dmarc_reject", "temp_error", ...RECIPIENT_KEYS]);
       const rt = route(r, o.route, join(path, "route"));
       if (rt) out.set(ascii, rt);
       const policy = authPolicy(r, o, path, DEFAULT_AUTH_POLICY);
@@ -208,6 +219,8 @@ function domains(r: Reader, relay: Obj, policies: Map<string, Partial<AuthPolicy
       if (o.dmarc_reject !== undefined) Object.assign(given, { dmarcReject: policy.dmarcReject });
       if (o.temp_error !== undefined) Object.assign(given, { tempError: policy.tempError });
       policies.set(ascii, given);
+      const known = domainRecipients(r, o, path, readFile);
+      if (known) recipients.set(ascii, known);
       continue;
     }
     const rt = route(r, target, path);

@@ -15,7 +15,7 @@ export function parseSubmission(
 ): SubmissionConfig | null {
   if (value === undefined || value === false) return null;
   const path = "submission";
-  const o = r.section(value ?? {}, path, ["starttls", "tls", "certificates", "rate_limit", "auth_failures"]);
+  const o = r.section(value ?? {}, path, ["starttls", "tls", "certificates", "rate_limit", "auth_failures", "auth_concurrency", "auth_rate_limit"]);
   const starttls = listen(r.list(o, "starttls", path) ?? ["0.0.0.0:587"], join(path, "starttls"));
   const implicitTls = listen(r.list(o, "tls", path) ?? ["0.0.0.0:465"], join(path, "tls"));
   const certificates = (r.list(o, "certificates", path) ?? []).flatMap((item, i) => {
@@ -40,7 +40,17 @@ export function parseSubmission(
       windowMs: r.duration(af, "window", join(path, "auth_failures"), 600_000, 1000),
       blockForMs: r.duration(af, "block_for", join(path, "auth_failures"), 3_600_000, 1000),
     },
+    // Each check is ~250 ms of CPU and 64 MiB (argon2id): two at once on a 2-core host.
+    authConcurrency: r.int(o, "auth_concurrency", path, 2, 1, 64),
+    // Postfix's smtpd_client_auth_rate_limit, per client (an IPv6 client's /64).
+    authRateLimit: o.auth_rate_limit === undefined || o.auth_rate_limit === null ? { messages: 30, windowMs: 60_000 } : authRate(r, o.auth_rate_limit, join(path, "auth_rate_limit")),
   };
+}
+
+function authRate(r: Reader, v: unknown, path: string): RateLimit | null {
+  if (v === "off") return null;
+  const limit = typeof v === "string" ? parseRate(v) : undefined;
+  return limit ?? r.fail(path, 'attempts per window such as "30/1m" (or "off")', v) ?? null;
 }
 
 function rate(r: Reader, v: unknown, path: string): RateLimit | null {

@@ -39,11 +39,57 @@ export interface SmtpConfig {
   readonly greetingAllowlist: readonly Cidr[];
   readonly shutdownTimeoutMs: number;
   readonly tls: TlsFiles | null;
+  /** IPv6 clients are counted, limited and blocked by their network of this many bits (net/cidr.ts clientKey). */
+  readonly ipv6PrefixLength: number;
+  /** Message content (DATA, or all the chunks of BDAT) must arrive within this. */
+  readonly dataTimeoutMs: number;
+  /** Bytes per second content must keep arriving at (Postfix's smtpd_min_data_rate); 0: none. */
+  readonly minDataRate: number;
+  /** NUL octets in content: removed, or the message refused (Postfix's message_strip_characters / message_reject_characters). */
+  readonly nulBytes: "strip" | "reject";
+  /** One header field, folded lines included (Postfix's header_size_limit); larger: 552 5.3.4. */
+  readonly maxHeaderSize: number;
+  /** The whole header section; larger: 552 5.3.4. */
+  readonly maxHeaderSection: number;
+  /** Error replies without a message accepted before the session is closed (Postfix's smtpd_hard_error_limit). */
+  readonly errorLimit: number;
+  /** A listener this full (percent of max_connections; 0: never) is under stress: shorter limits below. */
+  readonly stress: { readonly threshold: number; readonly timeoutMs: number; readonly errorLimit: number };
+}
+
+/** Which recipients of one relay domain exist (config/recipients.ts). */
+export interface DomainRecipients {
+  /** Accepted addresses, lower case; "@domain" accepts every address of that domain. Null: no list. */
+  readonly list: ReadonlySet<string> | null;
+  /** Ask the domain's next hop whether the address exists (a RCPT probe, cached). */
+  readonly verify: boolean;
+  /** Where the list came from, as configured (for check-config). */
+  readonly file: string | null;
+  readonly inline: readonly string[] | null;
+}
+
+export interface RecipientVerificationConfig {
+  readonly positiveTtlMs: number;
+  readonly negativeTtlMs: number;
+  /** A cached result older than this is probed again in the background while it still answers. */
+  readonly positiveRefreshMs: number;
+  readonly negativeRefreshMs: number;
+  /** How long RCPT waits for a probe before answering 450 4.1.1 (the probe goes on and fills the cache). */
+  readonly waitMs: number;
+  /** Limit on one probe session. */
+  readonly timeoutMs: number;
+  /** Next hop unreachable, a 4xx, or no probe possible now: defer (450 4.1.1) or accept. */
+  readonly unreachable: "defer" | "accept";
+  readonly concurrencyPerHop: number;
+  readonly probesPerHop: RateLimit;
 }
 
 export interface RelayConfig {
   /** Accepted recipient domain (lower case, ASCII) -> next hop. */
   readonly domains: ReadonlyMap<string, Route>;
+  /** Recipient validation per relay domain; a domain without an entry accepts any local part. */
+  readonly recipients: ReadonlyMap<string, DomainRecipients>;
+  readonly recipientVerification: RecipientVerificationConfig;
   readonly relayNetworks: readonly Cidr[];
   /** Next hop for every other domain, used for mail from relay_networks and for bounces. */
   readonly smarthost: Route | null;
@@ -54,6 +100,8 @@ export interface QueueConfig {
   readonly inlineMaxSize: number;
   /** A recipient still deferred this long after arrival gets its sender one delay warning; 0: never. */
   readonly delayWarningMs: number;
+  /** Free space the state directory keeps; below it MAIL gets "452 4.3.1" (Postfix's queue_minfree). */
+  readonly minFreeSpace: number;
 }
 
 export interface DeliveryConfig {
@@ -108,6 +156,10 @@ export interface GreylistConfig {
   readonly allowClients: readonly Cidr[];
   readonly allowSenders: readonly string[];
   readonly allowRecipients: readonly string[];
+  /** New triplets written per client network per window; null: no limit. */
+  readonly newTripletsPerNetwork: RateLimit | null;
+  /** policy.db size (bytes in use) past which no new triplet is written. */
+  readonly maxDatabaseSize: number;
 }
 
 export interface RateLimit {
@@ -134,7 +186,16 @@ export interface DefensesConfig {
   readonly dnsbl: { readonly zones: readonly DnsblZone[]; readonly threshold: number; readonly negativeTtlMs: number } | null;
   readonly greylist: GreylistConfig | null;
   readonly rateLimits: { readonly perIp: RateLimit | null; readonly perSenderDomain: RateLimit | null };
-  readonly authentication: { readonly authservId: string; readonly policy: AuthPolicy } | null;
+  readonly authentication: {
+    readonly authservId: string;
+    readonly policy: AuthPolicy;
+    /** DKIM signatures verified per message (the bottom-most); the rest are reported as not checked. */
+    readonly maxDkimSignatures: number;
+    /** ARC chains longer than this are not verified (reported as not checked). */
+    readonly maxArcSets: number;
+    /** The whole check; past it the message is treated as after a DNS failure (temp_error). */
+    readonly timeoutMs: number;
+  } | null;
   readonly spamd: (ScannerTarget & { readonly tagScore: number; readonly rejectScore: number }) | null;
   readonly clamd: ScannerTarget | null;
 }
@@ -160,6 +221,10 @@ export interface SubmissionConfig {
   readonly rateLimit: RateLimit | null;
   /** This many failed AUTHs from one IP within the window put it on the blocklist for block_for. */
   readonly authFailures: { readonly max: number; readonly windowMs: number; readonly blockForMs: number };
+  /** Password checks running at once over all clients; an attempt beyond gets 454 4.7.0. */
+  readonly authConcurrency: number;
+  /** AUTH attempts per client (IPv4 address or IPv6 prefix) per window; null: no limit. */
+  readonly authRateLimit: RateLimit | null;
 }
 
 /** How hard to insist on TLS towards a destination (deliver/tls-policy.ts). */

@@ -6,7 +6,7 @@
 import { networkInterfaces } from "node:os";
 import type { ListenAddress } from "../config/types.ts";
 import { DnsError, type Answer } from "../dns/resolver.ts";
-import { cidrContains, parseIp, type Cidr } from "../net/cidr.ts";
+import { anyContainsEmbedded, embeddedIpv4, parseIp, type Cidr } from "../net/cidr.ts";
 import { DeliveryFailure } from "./result.ts";
 
 export interface MailHost {
@@ -49,7 +49,8 @@ export async function mailHosts(domain: string, resolver: MxResolver, opts: Mail
     if (!hosts.length) throw DeliveryFailure.permanent(`5.4.6 Mail for ${domain} loops back to myself (MX preference ${cut})`);
   }
 
-  const ignored = (a: string) => opts.ignore.some((c) => cidrContains(c, a));
+  // ::ffff:127.9.9.9, 64:ff9b::a9fe:a9fe or 2002:7f00:1:: reach what they embed: checked as such.
+  const ignored = (a: string) => anyContainsEmbedded(opts.ignore, a);
   const usable = hosts.map((h) => ({ name: h.name, preference: h.preference, addresses: h.addresses.filter((a) => !ignored(a)) })).filter((h) => h.addresses.length);
   if (usable.length) return usable;
 
@@ -116,7 +117,7 @@ const hostName = (exchange: string) => exchange.toLowerCase().replace(/\.$/, "")
  */
 export function selfMatcher(listen: readonly ListenAddress[], interfaces = networkInterfaces()): (address: string) => boolean {
   const key = (a: string) => {
-    const ip = parseIp(a);
+    const ip = parseIp(embeddedIpv4(a) ?? a);
     return ip ? `${ip.v6 ? 6 : 4}/${ip.value}` : null;
   };
   const wildcard = listen.some((l) => key(l.host) === key("0.0.0.0") || key(l.host) === key("::"));

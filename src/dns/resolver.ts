@@ -6,6 +6,7 @@
 import { createSocket } from "node:dgram";
 import { connect, isIPv6 } from "node:net";
 import * as packet from "dns-packet";
+import { answersQuestion, fromServer, randomId, recordsFor, type Decoded, type Question } from "./reply.ts";
 
 export type RecordType = "A" | "AAAA" | "TXT" | "MX" | "PTR" | "CNAME" | "NS";
 
@@ -39,8 +40,6 @@ export interface Answer<T> {
   /** The smallest TTL of the answer, in seconds. */
   readonly ttl: number;
 }
-
-type Decoded = ReturnType<typeof packet.decode>;
 
 export class Resolver {
   constructor(private readonly opts: ResolverOptions) {}
@@ -89,7 +88,7 @@ export class Resolver {
 
   private async records<T>(name: string, type: RecordType, map: (data: unknown) => T): Promise<Answer<T>> {
     const res = await this.query(name, type);
-    const answers = (res.answers ?? []).filter((a) => a.type === type);
+    const answers = recordsFor(res, name, type);
     if (answers.length === 0) throw new DnsError("ENODATA", name);
     return {
       records: answers.map((a) => map((a as { data: unknown }).data)),
@@ -118,15 +117,19 @@ export class Resolver {
   }
 
   private async exchange(server: DnsServerAddress, name: string, type: RecordType): Promise<Decoded> {
-    const id = (Math.random() * 65536) | 0;
-    const query = packet.encode({ type: "query", id, flags: packet.RECURSION_DESIRED, questions: [{ type, name }] });
-    const res = await this.udp(server, query, id, name);
-    // Truncated: ask again over TCP for the whole answer (RFC 7766).
-    if ((res.flags ?? 0) & packet.TRUNCATED_RESPONSE) return this.tcp(server, query, id, name);
+    const q: Question = { id: randomId(), name, type };
+    const query = packet.encode({ type: "query", id: q.id, flags: packet.RECURSION_DESIRED, questions: [{ type, name }] });
+    const res = await this.udp(server, query, q);
+    // Truncated: ask again over TCP for the whole answer (RFC 7766), with a new id.
+    if ((res.flags ?? 0) & packet.TRUNCATED_RESPONSE) {
+      const again: Question = { ...q, id: randomId() };
+      return this.tcp(server, packet.encode({ type: "query", id: again.id, flags: packet.RECURSION_DESIRED, questions: [{ type, name }] }), again);
+    }
     return res;
   }
 
-  private udp(server: DnsServerAddress, query: Buffer, id: number, name: string): Promise<Decoded> {
+  private udp(server: DnsServerAddress, query: Buffer, q: Question): Promise<Decoded> {
+    const name = q.name;
     return new Promise((resolve, reject) => {
       const socket = createSocket(isIPv6(server.host) ? "udp6" : "udp4");
       const done = (err: DnsError | null, res?: Decoded) => {
@@ -136,22 +139,25 @@ export class Resolver {
       };
       const timer = setTimeout(() => done(new DnsError("ETIMEOUT", name)), this.opts.timeoutMs);
       socket.on("error", () => done(new DnsError("ESERVFAIL", name)));
-      socket.on("message", (msg) => {
+      socket.on("message", (msg, rinfo) => {
+        // Only the server asked, answering our own question, counts: spoofed, stale or
+        // mismatched datagrams are dropped and the real answer is still awaited.
+        if (!fromServer(rinfo, server)) return;
         let res: Decoded;
         try {
           res = packet.decode(msg);
         } catch {
           return; // not a DNS answer: keep waiting for the real one
         }
-        // Only the answer to our own question counts (spoofed or stale datagrams are ignored).
-        if (res.id !== id || res.questions?.[0]?.name.toLowerCase() !== name.toLowerCase().replace(/\.$/, "")) return;
+        if (!answersQuestion(res, q)) return;
         done(null, res);
       });
       socket.send(query, server.port, server.host);
     });
   }
 
-  private tcp(server: DnsServerAddress, query: Buffer, id: number, name: string): Promise<Decoded> {
+  private tcp(server: DnsServerAddress, query: Buffer, q: Question): Promise<Decoded> {
+    const name = q.name;
     return new Promise((resolve, reject) => {
       const socket = connect({ host: server.host, port: server.port });
       const chunks: Buffer[] = [];
@@ -169,7 +175,8 @@ export class Resolver {
         if (all.length < 2 || all.length < 2 + all.readUInt16BE(0)) return;
         try {
           const res = packet.decode(all.subarray(2, 2 + all.readUInt16BE(0)));
-          res.id === id ? done(null, res) : done(new DnsError("EBADRESP", name));
+          // One connection, one question: anything but its answer is a broken or hostile server.
+          answersQuestion(res, q) ? done(null, res) : done(new DnsError("EBADRESP", name));
         } catch {
           done(new DnsError("EBADRESP", name));
         }

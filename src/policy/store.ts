@@ -1,5 +1,5 @@
 // Defense state that must survive a restart: greylist triplets, networks allowlisted for
-// passing greylisting often, and the dynamic IP blocklist. Its own database (policy.db) with
+// passing greylisting often, the dynamic IP blocklist, and recipient verification results. Its own database (policy.db) with
 // synchronous=NORMAL: losing the last second of greylist entries to a power cut is harmless,
 // and these writes must not queue behind the message queue's fsyncs.
 
@@ -18,6 +18,19 @@ export interface GreylistEntry {
   readonly passes: number;
 }
 
+/** What a next hop said about a recipient (checks/envelope/recipient-verifier.ts). */
+export interface VerifyEntry {
+  /** Lower case. */
+  readonly address: string;
+  readonly status: "ok" | "unknown";
+  /** The next hop's reply, for the log. */
+  readonly reply: string;
+  readonly checkedAt: number;
+  /** After this the result still answers, and a probe refreshes it in the background. */
+  readonly refreshAt: number;
+  readonly expiresAt: number;
+}
+
 export interface BlockEntry {
   readonly cidr: string;
   readonly reason: string;
@@ -34,6 +47,11 @@ CREATE TABLE IF NOT EXISTS greylist (
 CREATE INDEX IF NOT EXISTS greylist_expiry ON greylist(expires_at);
 CREATE TABLE IF NOT EXISTS greylist_allow (network TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) STRICT;
 CREATE TABLE IF NOT EXISTS blocklist (cidr TEXT PRIMARY KEY, reason TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER) STRICT;
+CREATE TABLE IF NOT EXISTS recipient_verify (
+  address TEXT PRIMARY KEY, status TEXT NOT NULL, reply TEXT NOT NULL,
+  checked_at INTEGER NOT NULL, refresh_at INTEGER NOT NULL, expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS recipient_verify_expiry ON recipient_verify(expires_at);
 `;
 
 type Row = { network: string; sender: string; recipient: string; first_seen: number; pass_after: number; expires_at: number; passes: number };
@@ -74,6 +92,14 @@ export class PolicyStore {
       ),
       unblock: db.query<unknown, [string]>("DELETE FROM blocklist WHERE cidr = ?"),
       expireBlocks: db.query<unknown, [number]>("DELETE FROM blocklist WHERE expires_at IS NOT NULL AND expires_at <= ?"),
+      verifyGet: db.query<{ address: string; status: string; reply: string; checked_at: number; refresh_at: number; expires_at: number }, [string]>("SELECT * FROM recipient_verify WHERE address = ?"),
+      verifyPut: db.query<unknown, [string, string, string, number, number, number]>(
+        `INSERT INTO recipient_verify (address, status, reply, checked_at, refresh_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (address) DO UPDATE SET status = excluded.status, reply = excluded.reply, checked_at = excluded.checked_at,
+           refresh_at = excluded.refresh_at, expires_at = excluded.expires_at`,
+      ),
+      expireVerify: db.query<unknown, [number]>("DELETE FROM recipient_verify WHERE expires_at <= ?"),
+      size: db.query<{ bytes: number }, []>("SELECT (page_count - freelist_count) * page_size AS bytes FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"),
     };
     this.loadBlocks();
   }
@@ -91,6 +117,21 @@ export class PolicyStore {
 
   saveGreylist(e: GreylistEntry): void {
     this.q.put.run(e.network, e.sender, e.recipient, e.firstSeen, e.passAfter, e.expiresAt, e.passes);
+  }
+
+  verifyEntry(address: string): VerifyEntry | null {
+    const r = this.q.verifyGet.get(address);
+    if (!r || (r.status !== "ok" && r.status !== "unknown")) return null;
+    return { address: r.address, status: r.status, reply: r.reply, checkedAt: r.checked_at, refreshAt: r.refresh_at, expiresAt: r.expires_at };
+  }
+
+  saveVerify(e: VerifyEntry): void {
+    this.q.verifyPut.run(e.address, e.status, e.reply, e.checkedAt, e.refreshAt, e.expiresAt);
+  }
+
+  /** Bytes of policy.db in use (pages holding data; free pages left by expired rows do not count). */
+  sizeBytes(): number {
+    return this.q.size.get()!.bytes;
   }
 
   /** Triplets of a client network that passed greylisting at least once. */
@@ -143,6 +184,7 @@ export class PolicyStore {
       this.q.expireGreylist.run(now);
       this.q.expireAllow.run(now);
       this.q.expireBlocks.run(now);
+      this.q.expireVerify.run(now);
     })();
     this.loadBlocks();
   }

@@ -252,7 +252,7 @@ describe("failures inside mailauth", () => {
           this.destroy(new Error("client stream broke"));
         },
       });
-    const r = await check({}, good.forMailauth, errors)(context(broken, "alice@origin.test"));
+    const r = await check({}, good.forMailauth, errors)({ ...context(broken, "alice@origin.test"), head: "From: alice@origin.test\r\n\r\n" });
     expect(errors.map((e) => e.message)).toEqual(["client stream broke"]);
     expect(r.verdict.kind).toBe("accept");
     expect(r.add).toEqual([`Authentication-Results: ${ID}; none`]);

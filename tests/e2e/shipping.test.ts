@@ -74,6 +74,7 @@ describe("systemd unit", () => {
     expect(one("NoNewPrivileges")).toBe("yes");
     expect(one("ProtectSystem")).toBe("strict");
     expect(one("RestrictAddressFamilies")).toBe("AF_INET AF_INET6 AF_UNIX");
+    expect(one("IPAddressDeny")).toBe("169.254.0.0/16 fe80::/10");
     expect(d.get("SystemCallFilter")).toContain("@system-service");
     expect(one("UMask")).toBe("0077");
     expect(one("TimeoutStopSec")).toBe("45s");

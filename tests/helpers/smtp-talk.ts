@@ -46,16 +46,24 @@ export class SmtpTalk {
     });
   }
 
-  /** Implicit TLS (port 465): connects, completes the handshake (any certificate) and reads the greeting. */
-  static openTls(port: number, opts: { host?: string; servername?: string } = {}): Promise<{ talk: SmtpTalk; greeting: Reply }> {
+  /** Implicit TLS (port 465): connects and completes the handshake (any certificate). */
+  static connectTls(port: number, opts: { host?: string; servername?: string; localAddress?: string } = {}): Promise<SmtpTalk> {
     return new Promise((resolve, reject) => {
-      const socket = tlsConnect({ port, host: opts.host ?? "127.0.0.1", servername: opts.servername ?? "localhost", rejectUnauthorized: false }, () => {
-        socket.off("error", reject);
-        const talk = new SmtpTalk(socket);
-        talk.reply().then((greeting) => resolve({ talk, greeting }), reject);
-      });
+      const socket = tlsConnect(
+        { port, host: opts.host ?? "127.0.0.1", servername: opts.servername ?? "localhost", ...(opts.localAddress ? { localAddress: opts.localAddress } : {}), rejectUnauthorized: false },
+        () => {
+          socket.off("error", reject);
+          resolve(new SmtpTalk(socket));
+        },
+      );
       socket.once("error", reject);
     });
+  }
+
+  /** Implicit TLS (port 465): connects, completes the handshake and reads the greeting. */
+  static async openTls(port: number, opts: { host?: string; servername?: string; localAddress?: string } = {}): Promise<{ talk: SmtpTalk; greeting: Reply }> {
+    const talk = await SmtpTalk.connectTls(port, opts);
+    return { talk, greeting: await talk.reply() };
   }
 
   /** Sends STARTTLS and, on 220, completes the handshake (any certificate); returns the STARTTLS reply. */

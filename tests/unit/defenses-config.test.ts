@@ -134,6 +134,8 @@ describe("greylist switch", () => {
       allowClients: [],
       allowSenders: [],
       allowRecipients: [],
+      newTripletsPerNetwork: { messages: 500, windowMs: 3_600_000 },
+      maxDatabaseSize: 256 * 1024 * 1024,
     });
     expect(c.pipeline.rcpt).toEqual(["greylist"]);
   });
@@ -253,6 +255,9 @@ describe("other defenses", () => {
     expect(parse({ hostname: "MX.Example.ORG", defenses: { authentication: null } }).defenses.authentication).toEqual({
       authservId: "mx.example.org",
       policy: { spfFail: "tag", dmarcReject: true, tempError: "defer" },
+      maxDkimSignatures: 5,
+      maxArcSets: 5,
+      timeoutMs: 10_000,
     });
   });
 

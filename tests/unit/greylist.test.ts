@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Verdict } from "../../src/verdict.ts";
 import { clientNetwork, greylistCache, greylistCheck, type GreylistDecision } from "../../src/checks/envelope/greylist.ts";
+import { buckets } from "../../src/checks/envelope/rate-limit.ts";
 import { parseConfig } from "../../src/config/parse.ts";
 import type { GreylistConfig } from "../../src/config/types.ts";
 import { PolicyStore } from "../../src/policy/store.ts";
@@ -30,7 +31,7 @@ function setup(section: Record<string, unknown> = {}, dir = join(root, `state${d
   const store = PolicyStore.open(dir);
   let t = T0;
   const decisions: GreylistDecision[] = [];
-  const check = greylistCheck(greylistConfig(section), store, greylistCache(), () => t, (d) => decisions.push(d));
+  const check = greylistCheck(greylistConfig(section), store, greylistCache(), () => t, (d) => decisions.push(d), buckets());
   const rcpt = (ip: string, sender: string, recipient: string, trusted = false) => {
     const mailbox = parseMailbox(recipient);
     if (!mailbox) throw new Error(`test setup: ${recipient}`);

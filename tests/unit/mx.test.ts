@@ -23,6 +23,8 @@ beforeAll(async () => {
       "implicit.test": ["192.0.2.10"],
       "local.loop.test": ["127.0.0.5"],
       "public.loop.test": ["192.0.2.20"],
+      // IPv4 in IPv6 forms: mapped, compatible, NAT64, 6to4.
+      "mx.embed.test": ["::ffff:127.9.9.9", "::127.9.9.9", "64:ff9b::a9fe:a9fe", "2002:c0a8:101::1"],
     },
     mx: {
       "pref.test": [
@@ -31,6 +33,7 @@ beforeAll(async () => {
         { host: "b.pref.test", pref: 10 },
       ],
       "null.test": [{ host: ".", pref: 0 }],
+      "embed.test": [{ host: "mx.embed.test", pref: 10 }],
       "noaddr.test": [{ host: "missing.noaddr.test", pref: 10 }],
       "loop.test": [
         { host: "local.loop.test", pref: 10 },
@@ -123,6 +126,17 @@ describe("addresses we never connect to", () => {
   test("we are a backup MX: only more preferred hosts are used (RFC 5321 5.1)", async () => {
     const hosts = await mailHosts("loop.test", resolver, { ignore: [], isSelf: (a) => a === "192.0.2.20" });
     expect(hosts.map((h) => h.name)).toEqual(["local.loop.test"]);
+  });
+
+  test("IPv4 written as IPv6 is checked as the IPv4 address: mapped, compatible, NAT64, 6to4", async () => {
+    const ignore = ["127.0.0.0/8", "169.254.0.0/16", "192.168.0.0/16"].map((t) => parseCidr(t)!);
+    expect((await resolver.aaaa("mx.embed.test")).records).toHaveLength(4);
+    const f = await failure(mailHosts("embed.test", resolver, { ignore, isSelf: () => false }));
+    expect(f.result.response).toStartWith("5.4.4 Unable to route: the mail hosts of embed.test have only ignored addresses");
+    // Self-detection sees through the same forms: we are 192.0.2.7, the MX says ::ffff:c000:207.
+    const self = selfMatcher([{ host: "192.0.2.7", port: 25 }], {});
+    expect(self("::ffff:c000:207")).toBe(true);
+    expect(self("64:ff9b::c000:207")).toBe(true);
   });
 
   test("selfMatcher: listen addresses, whatever the port; with a wildcard listener, every interface address", () => {

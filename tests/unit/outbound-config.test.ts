@@ -17,12 +17,15 @@ function problemsOf(outbound: unknown): readonly string[] {
 }
 
 describe("outbound", () => {
-  test("defaults: no MX delivery, opportunistic TLS, MTA-STS on, loopback and unspecified MX addresses ignored", () => {
+  test("defaults: no MX delivery, opportunistic TLS, MTA-STS on, every internal MX address range ignored", () => {
     const o = parse(undefined);
     expect(o.mxDelivery).toBe(false);
     expect(o.tlsPolicy.default).toBe("opportunistic");
     expect(o.mtaSts).toBe(true);
-    expect(o.ignoreMxAddresses.map((c) => c.text)).toEqual(["0.0.0.0/8", "127.0.0.0/8", "::/128", "::1/128"]);
+    expect(o.ignoreMxAddresses.map((c) => c.text)).toEqual([
+      "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+      "::/128", "::1/128", "64:ff9b:1::/48", "fc00::/7", "fe80::/10", "ff00::/8",
+    ]);
   });
 
   test("ignore_mx_addresses: an empty list ignores nothing; single addresses and networks", () => {

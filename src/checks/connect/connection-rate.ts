@@ -2,6 +2,7 @@
 // (fixed one-minute windows; the counters live in a bounded LRU, not in the database).
 
 import { LRUCache } from "lru-cache";
+import { clientKey } from "../../net/cidr.ts";
 import { ACCEPT, defer, type Verdict } from "../../verdict.ts";
 import type { ConnectContext } from "../types.ts";
 
@@ -14,15 +15,17 @@ export function connectionCounts(): ConnectionCounts {
 }
 
 /** `counts` is asked for on the first untrusted connection, so a relay for trusted clients never allocates it. */
-export function connectionRateCheck(perMinute: number, countsOf: ConnectionCounts | (() => ConnectionCounts), now: () => number) {
+export function connectionRateCheck(perMinute: number, countsOf: ConnectionCounts | (() => ConnectionCounts), now: () => number, ipv6PrefixLength = 64) {
   return (ctx: ConnectContext): Verdict => {
     if (ctx.trusted) return ACCEPT;
     const counts = typeof countsOf === "function" ? countsOf() : countsOf;
     const t = now();
-    let c = counts.get(ctx.ip);
+    // An IPv6 client is its /64: fresh addresses from one subscriber share one count.
+    const key = clientKey(ctx.ip, ipv6PrefixLength);
+    let c = counts.get(key);
     if (!c || t - c.start >= WINDOW_MS) {
       c = { start: t, count: 0 };
-      counts.set(ctx.ip, c);
+      counts.set(key, c);
     }
     c.count++;
     return c.count > perMinute ? defer(421, "4.7.0", `Too many connections from [${ctx.ip}], slow down and try again later`, "connection rate") : ACCEPT;

@@ -1,12 +1,18 @@
 // Sender authentication of inbound mail: SPF, DKIM, DMARC and ARC through mailauth, reported in
 // one Authentication-Results header (RFC 8601) and turned into a verdict by per-domain policy.
 // mailauth detects; the policy passed in decides (reject, tag, defer or accept).
+// Within budgets (RFC 6376 6.1 and 8.4 let a verifier limit what it tries): mailauth sees a
+// trimmed header section with at most max_dkim_signatures signatures and max_arc_sets ARC sets
+// (auth-header.ts; the rest are reported as not checked), reads the message in paced slices,
+// looks keys up all at once, and the whole check has a deadline; past it the message is treated
+// as after a DNS failure (temp_error: defer or accept), logged and counted.
 
-import type { Readable } from "node:stream";
 import { domainToASCII } from "node:url";
 import type { AuthenticateResult, DNSResolver } from "mailauth";
 import { ACCEPT, defer, reject, type Verdict } from "../../verdict.ts";
 import type { ContentCheck, ContentContext, ContentResult } from "../types.ts";
+import { authHeader } from "./auth-header.ts";
+import { messageResolver, pacedMessage, Pacer } from "./auth-budget.ts";
 
 export interface AuthenticationPolicy {
   /** SPF "fail" (-all): refuse the message, or only report it in the header. */
@@ -26,6 +32,12 @@ export interface AuthenticationOptions {
   readonly policy: (localDomains: readonly string[]) => AuthenticationPolicy;
   /** Called with any exception (mailauth's, the policy's); the check then fails open. */
   readonly onError: (err: Error) => void;
+  /** Default: 5 DKIM signatures, 5 ARC sets, 10 s. */
+  readonly limits?: { readonly maxDkimSignatures: number; readonly maxArcSets: number; readonly timeoutMs: number };
+  /** Sender authentication's share of the event loop, shared by every message (default: one per check). */
+  readonly pacer?: Pacer;
+  /** A budget was reached: "dkim_signatures", "arc_sets", "header_section" or "deadline". */
+  readonly onLimit?: (limit: string) => void;
 }
 
 const HEADER = "Authentication-Results";
@@ -43,32 +55,87 @@ export function authenticationCheck(opts: AuthenticationOptions): ContentCheck {
   const drop = (name: string, value: string) => name.trim().toLowerCase() === HEADER.toLowerCase() && authservIdOf(value) === authservId;
 
   const none = `${HEADER}: ${authservId}; none`;
+  const { maxDkimSignatures, maxArcSets, timeoutMs } = opts.limits ?? { maxDkimSignatures: 5, maxArcSets: 5, timeoutMs: 10_000 };
+  const pacer = opts.pacer ?? new Pacer();
+  const onLimit = opts.onLimit ?? (() => {});
+
+  /** Not checked at all (too big, too slow): as a DNS failure that could have decided, per temp_error. */
+  const unchecked = (policy: AuthenticationPolicy, why: string): ContentResult => ({
+    verdict:
+      policy.tempError === "defer" && (policy.spfFail === "reject" || policy.dmarcReject)
+        ? defer(451, "4.7.5", "Sender authentication could not be completed, try again later", "auth not checked")
+        : ACCEPT,
+    // RFC 8601 2.2: "none" says no method ran; the comment says why.
+    add: [`${HEADER}: ${authservId}; (not checked: ${why}) none`],
+    drop,
+  });
 
   return async (ctx: ContentContext): Promise<ContentResult> => {
+    const controller = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      // mailauth only pipes the input and listens for "error": any NodeJS.ReadableStream will do.
+      const policy = opts.policy(ctx.localDomains);
+      const trimmed = ctx.head === null ? null : authHeader(ctx.head, maxDkimSignatures, maxArcSets);
+      if (ctx.head === null || !trimmed) {
+        onLimit("header_section");
+        return unchecked(policy, "header section too large");
+      }
+      if (trimmed.dkimNotChecked) onLimit("dkim_signatures");
+      if (trimmed.arcNotChecked) onLimit("arc_sets");
+      const dns = messageResolver(opts.resolver, controller.signal);
+      dns.prefetch([...trimmed.keyNames, senderDomain(ctx), ...fromDmarc(trimmed.head)].filter((n) => n !== ""), "TXT");
       // Loaded on first use: a relay without sender authentication never pays for mailauth.
       const { authenticate } = await import("mailauth");
-      const res = await authenticate(ctx.message() as Readable, {
+      const running = authenticate(pacedMessage(trimmed.head, ctx.message(), pacer, controller.signal), {
         ip: ctx.client.ip,
         helo: ctx.client.helo,
         sender: ctx.sender, // "" is the null sender: SPF then checks the HELO identity (RFC 7208 2.4)
         mta: authservId,
-        resolver: opts.resolver as DNSResolver,
+        resolver: dns.lookup as DNSResolver,
         disableBimi: true,
         // Strict: RFC results, e.g. a body hash mismatch is dkim=fail (RFC 6376 6.1.3, RFC 8601
         // 2.7.1), rsa-sha1 is dkim=policy (RFC 8301), and A-R carries header.d and arc=.
         strict: true,
       });
+      running.catch(() => {}); // after the deadline it ends on its own, its result unused
+      const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs)));
+      const res = await Promise.race([running, late]);
+      if (res === null) {
+        onLimit("deadline");
+        return unchecked(policy, `not finished within ${timeoutMs / 1000} s`);
+      }
       const header = authResultsHeader(res.headers);
       if (!header) opts.onError(new Error("mailauth returned no Authentication-Results header"));
-      return { verdict: decide(res, opts.policy(ctx.localDomains)), add: [header ?? none], drop };
+      return { verdict: decide(res, policy), add: [header ? withSkipped(header, trimmed.dkimNotChecked, trimmed.arcNotChecked) : none], drop };
     } catch (err) {
       opts.onError(err instanceof Error ? err : new Error(String(err)));
       // Fail open, but say so: "none" under our id (RFC 8601 2.2); forged ones still go.
       return { verdict: ACCEPT, add: [none], drop };
+    } finally {
+      clearTimeout(timer);
+      controller.abort();
     }
   };
+
+  /** mailauth's header, plus what was left out: one aggregate result each (RFC 8601 2.7.1 neutral). */
+  function withSkipped(header: string, dkim: number, arcSets: number): string {
+    let out = header;
+    if (arcSets) out = out.replace(/\barc=none\b/, `arc=none (${arcSets} ARC sets not checked: limit of ${maxArcSets} per message)`);
+    if (dkim) out += `;\r\n dkim=neutral (${dkim} more DKIM signatures not checked: limit of ${maxDkimSignatures} per message)`;
+    return out;
+  }
+}
+
+/** The name SPF starts from: the MAIL FROM domain, or the HELO name for the null sender. */
+function senderDomain(ctx: ContentContext): string {
+  return ctx.sender.includes("@") ? ctx.sender.slice(ctx.sender.lastIndexOf("@") + 1) : ctx.client.helo;
+}
+
+/** _dmarc.<domain> of the From address's domain, when one is plainly there (a guess only starts a lookup early). */
+function fromDmarc(head: string): string[] {
+  const from = /^from:(.*(?:\r\n[ \t].*)*)/im.exec(head)?.[1] ?? "";
+  const domain = /@([a-z0-9.-]+)[>\s,]*$/i.exec(from.trim())?.[1];
+  return domain ? [`_dmarc.${domain}`] : [];
 }
 
 /** The verdict for mailauth's findings under a policy. Definite failures first, then DNS trouble. */

@@ -2,10 +2,13 @@
 // triplet is deferred; a retry after `delay` and within `retry_window` passes, and the
 // triplet is then known for `pass_ttl`. Networks with many passed triplets are allowlisted.
 // State is in policy.db with an LRU in front so known senders cost no database read.
+// Writes are bounded: new triplets per client network per window (new_triplets_per_network)
+// and policy.db's size (max_database_size); past either a new triplet is deferred unwritten.
 
 import { LRUCache } from "lru-cache";
 import type { GreylistConfig } from "../../config/types.ts";
 import { anyContains, parseIp } from "../../net/cidr.ts";
+import { take, type Buckets } from "./rate-limit.ts";
 import type { GreylistEntry, PolicyStore } from "../../policy/store.ts";
 import { ACCEPT, defer, type Verdict } from "../../verdict.ts";
 import type { RcptContext } from "../types.ts";
@@ -13,7 +16,7 @@ import type { RcptContext } from "../types.ts";
 /** Avoid a write per message for busy senders: extend a pass only when it would gain a day. */
 const EXTEND_STEP_MS = 86_400_000;
 
-export type GreylistDecision = "allowlisted" | "new" | "early" | "pass";
+export type GreylistDecision = "allowlisted" | "new" | "early" | "pass" | "capped" | "full";
 export type GreylistCache = LRUCache<string, GreylistEntry>;
 
 export function greylistCache(): GreylistCache {
@@ -33,7 +36,8 @@ export function clientNetwork(ip: string): string {
   return `${groups.join(":")}::/64`;
 }
 
-export function greylistCheck(cfg: GreylistConfig, store: PolicyStore, cache: GreylistCache, now: () => number, onDecision: (d: GreylistDecision) => void) {
+/** `newTriplets` counts new triplets per client network (a token bucket each). */
+export function greylistCheck(cfg: GreylistConfig, store: PolicyStore, cache: GreylistCache, now: () => number, onDecision: (d: GreylistDecision) => void, newTriplets: Buckets) {
   const allowed = (ctx: RcptContext, network: string, t: number): boolean => {
     const senderDomain = ctx.sender.slice(ctx.sender.lastIndexOf("@") + 1).toLowerCase();
     const rcpt = ctx.recipient.address.toLowerCase();
@@ -63,6 +67,16 @@ export function greylistCheck(cfg: GreylistConfig, store: PolicyStore, cache: Gr
       cache.set(key, next);
     };
     if (!e || t > e.expiresAt) {
+      // One client network must not fill the database: past its share, or when policy.db is at
+      // its ceiling, the client is deferred as if greylisted and nothing is written.
+      if (cfg.newTripletsPerNetwork && !take(newTriplets, network, cfg.newTripletsPerNetwork, t)) {
+        onDecision("capped");
+        return greylisted(cfg.delayMs);
+      }
+      if (store.sizeBytes() > cfg.maxDatabaseSize) {
+        onDecision("full");
+        return greylisted(cfg.delayMs);
+      }
       save({ network, sender, recipient, firstSeen: t, passAfter: t + cfg.delayMs, expiresAt: t + cfg.retryWindowMs, passes: 0 });
       onDecision("new");
       return greylisted(cfg.delayMs);

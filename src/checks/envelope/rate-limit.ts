@@ -3,6 +3,7 @@
 
 import { LRUCache } from "lru-cache";
 import type { RateLimit } from "../../config/types.ts";
+import { clientKey } from "../../net/cidr.ts";
 import { ACCEPT, defer, type Verdict } from "../../verdict.ts";
 import type { MailContext } from "../types.ts";
 
@@ -25,12 +26,12 @@ export function take(b: Buckets, key: string, limit: RateLimit, now: number): bo
   return true;
 }
 
-export function rateLimitCheck(limits: { perIp: RateLimit | null; perSenderDomain: RateLimit | null }, b: Buckets, now: () => number) {
+export function rateLimitCheck(limits: { perIp: RateLimit | null; perSenderDomain: RateLimit | null }, b: Buckets, now: () => number, ipv6PrefixLength = 64) {
   return (ctx: MailContext): Verdict => {
     // Authenticated users have their own limit (submission.rate_limit).
     if (ctx.client.trusted || ctx.client.allowlisted || ctx.client.user !== null) return ACCEPT;
     const t = now();
-    if (limits.perIp && !take(b, `ip ${ctx.client.ip}`, limits.perIp, t)) {
+    if (limits.perIp && !take(b, `ip ${clientKey(ctx.client.ip, ipv6PrefixLength)}`, limits.perIp, t)) {
       return defer(450, "4.7.1", `Rate limit exceeded for [${ctx.client.ip}], try again later`, "rate limit ip");
     }
     const domain = ctx.sender?.domain;
