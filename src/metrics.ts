@@ -23,6 +23,7 @@ export function createMetrics() {
     connectionsTotal: new Counter({ name: "mailraven_smtp_connections_total", help: "SMTP connections accepted into a session", registers: r }),
     connectionsRejected: new Counter({ name: "mailraven_smtp_connections_rejected_total", help: "SMTP connections refused before a session", labelNames: ["reason"], registers: r }),
     messagesAccepted: new Counter({ name: "mailraven_messages_accepted_total", help: "Messages queued and acknowledged with 250", registers: r }),
+    messagesAcceptedTls: new Counter({ name: "mailraven_messages_accepted_tls_total", help: "Messages acknowledged with 250 in a TLS session (STARTTLS or port 465)", registers: r }),
     messagesRejected: new Counter({ name: "mailraven_messages_rejected_total", help: "Recipients or messages refused with 5xx, by stage and reason", labelNames: ["stage", "reason"], registers: r }),
     messagesDeferred: new Counter({ name: "mailraven_messages_deferred_total", help: "Recipients or messages refused with 4xx, by stage and reason", labelNames: ["stage", "reason"], registers: r }),
     acceptSeconds: new Histogram({
@@ -32,6 +33,7 @@ export function createMetrics() {
       registers: r,
     }),
     deliveryAttempts: new Counter({ name: "mailraven_delivery_attempts_total", help: "Recipient delivery attempts by route and outcome", labelNames: ["route", "outcome"], registers: r }),
+    deliveriesTls: new Counter({ name: "mailraven_deliveries_tls_total", help: "Recipients delivered over a TLS connection to the next hop", registers: r }),
     deliverySeconds: new Histogram({
       name: "mailraven_delivery_latency_seconds",
       help: "Time from acceptance to final delivery of a recipient",

@@ -5,6 +5,8 @@
 import { createAdminApp } from "./admin/app.ts";
 import { requestIp, startAdminServer, type AdminServer } from "./admin/server.ts";
 import { BackupRunner } from "./backup/runner.ts";
+import { newestBackupTime } from "./backup/last-success.ts";
+import { registerCertificateExpiry } from "./tls-expiry.ts";
 import type { Config } from "./config/types.ts";
 import { DeliveryWorker } from "./deliver/worker.ts";
 import { Live } from "./live.ts";
@@ -68,6 +70,10 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   registerQueueGauges(metrics, store);
   registerProcessMetrics(metrics, version);
   registerPolicyGauge(metrics, policy);
+  registerCertificateExpiry(metrics, () => runtime.get());
+  // The newest good backup survives restarts: its manifest says when it was made.
+  const lastBackup = newestBackupTime(config.backup.dir);
+  if (lastBackup !== null) metrics.backupLastSuccess.set(lastBackup);
   const worker = new DeliveryWorker({ config: () => runtime.get().config, store, log, metrics });
   const listeners: SmtpListener[] = [];
   let admin: AdminServer | null = null;
@@ -102,7 +108,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         metrics,
         wake: () => worker.wake(true),
         remove,
-        backups: new BackupRunner(store, metrics, () => [...opts.configArgs]),
+        backups: new BackupRunner(store, metrics, () => [...opts.configArgs], log),
         token: () => runtime.get().config.admin.token?.value ?? null,
         clientIp: requestIp,
         listenersUp: () => listeners.length,

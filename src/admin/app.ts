@@ -3,7 +3,7 @@
 
 import { Hono } from "hono";
 import type { BackupRunner } from "../backup/runner.ts";
-import { BackupBusy } from "../backup/runner.ts";
+import { BackupBusy, BackupFailed } from "../backup/runner.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { bearerAuth } from "./auth.ts";
@@ -65,8 +65,8 @@ export function createAdminApp(deps: AdminDeps): Hono {
       return c.json(result);
     } catch (err) {
       if (err instanceof BackupBusy) throw new ApiError(409, "backup_running", err.message);
-      deps.log.error("backup failed", { error: err });
-      throw new ApiError(500, "backup_failed", `backup failed: ${(err as Error).message}`);
+      // The runner logged the details; the answer names no path and has no stack trace.
+      throw new ApiError(500, "backup_failed", err instanceof BackupFailed ? `backup failed: ${err.message}` : "backup failed; see the log");
     }
   });
 

@@ -60,7 +60,7 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       token: c.admin.token ? `(redacted, from ${c.admin.token.source})` : null,
       tls: c.admin.tls ? { cert_file: c.admin.tls.certFile, key_file: c.admin.tls.keyFile } : null,
     },
-    backup: { dir: c.backup.dir, keep: c.backup.keep },
+    backup: { dir: c.backup.dir, keep: c.backup.keep, include_secrets: c.backup.includeSecrets },
     dns: {
       servers: c.dns.servers.map((s) => hostPort(s.host, s.port)),
       timeout: formatDuration(c.dns.timeoutMs),

@@ -59,7 +59,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
   const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size", "delay_warning", "min_free_space"]);
   const deliveryObj = r.section(top.delivery, "delivery", ["concurrency_per_route", "connect_timeout", "timeout", "idle_connection_ttl"]);
   const adminObj = r.section(top.admin, "admin", ["enabled", "listen", "token", "token_file", "token_env", "tls"]);
-  const backupObj = r.section(top.backup, "backup", ["dir", "keep"]);
+  const backupObj = r.section(top.backup, "backup", ["dir", "keep", "include_secrets"]);
   const stateDir = resolve(env.cwd, r.string(top, "state_dir", "", "/var/lib/mailraven"));
   const smtpTls = tlsFiles(r, smtpObj.tls, "smtp.tls", env.cwd);
   const defenses = parseDefenses(r, top.defenses, hostname.toLowerCase());
@@ -120,6 +120,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     backup: {
       dir: resolve(env.cwd, r.string(backupObj, "dir", "backup", resolve(stateDir, "backups"))),
       keep: r.int(backupObj, "keep", "backup", 7, 1, 10_000),
+      includeSecrets: backupObj.include_secrets == null || typeof backupObj.include_secrets === "boolean" ? !!backupObj.include_secrets : (r.fail("backup.include_secrets", "true or false", backupObj.include_secrets) ?? false),
     },
     dns: parseDns(r, top.dns, () => systemServers(env.resolvConf ?? readResolvConf())),
     defenses,

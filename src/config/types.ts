@@ -122,6 +122,8 @@ export interface AdminConfig {
 export interface BackupConfig {
   readonly dir: string;
   readonly keep: number;
+  /** Copy the files that *_file keys name for secrets (TLS keys, token files) into backups. */
+  readonly includeSecrets: boolean;
 }
 
 /** A secret with where it came from; only `source` is ever printed. */

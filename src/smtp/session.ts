@@ -251,6 +251,7 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
           return failTemporarily(session, "queue write failed", err, callback);
         }
         metrics.messagesAccepted.inc();
+        if (session.secure) metrics.messagesAcceptedTls.inc();
         metrics.acceptSeconds.observe((performance.now() - dataEnd) / 1000);
         log.info("message accepted", { ...fields, code: 250, duration_ms: Date.now() - started });
         deps.onQueued();
