@@ -5,6 +5,8 @@
 import { createAdminApp } from "./admin/app.ts";
 import { requestIp, startAdminServer, type AdminServer } from "./admin/server.ts";
 import { BackupRunner } from "./backup/runner.ts";
+import { newestBackupTime } from "./backup/last-success.ts";
+import { registerCertificateExpiry } from "./tls-expiry.ts";
 import type { Config } from "./config/types.ts";
 import { DeliveryThread } from "./delivery-thread.ts";
 import { Live } from "./live.ts";
@@ -12,6 +14,7 @@ import type { Logger } from "./log.ts";
 import { createMetrics, registerPolicyGauge, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
 import { bounceFor } from "./queue/bounce.ts";
 import { QueueStore } from "./queue/store.ts";
+import { DiskSpace } from "./queue/disk-space.ts";
 import { buildRuntime, withAcmeCertificate, type Runtime } from "./runtime.ts";
 import { AcmeManager } from "./acme/manager.ts";
 import { assertLibraryCompatible } from "./smtp/connection-adapter.ts";
@@ -49,6 +52,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   const authGuard = config.submission ? new AuthGuard(config.submission, policy, log) : null;
   const apiKeys = config.api ? ApiKeyStore.open(config.stateDir) : null;
   const metrics = createMetrics();
+  const disk = new DiskSpace(config.stateDir, () => runtime.get().config.queue.minFreeSpace);
   const services = pipelineServices(policy, users, metrics, log);
   const acme = new AcmeManager({ config: () => runtime.get().config.acme, install: (material) => installAcmeCertificate(runtime, material, log), log });
   // The cached ACME certificate is read before the runtime is built, so the listeners start with it.
@@ -66,6 +70,10 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   registerQueueGauges(metrics, store);
   registerProcessMetrics(metrics, version);
   registerPolicyGauge(metrics, policy);
+  registerCertificateExpiry(metrics, () => runtime.get());
+  // The newest good backup survives restarts: its manifest says when it was made.
+  const lastBackup = newestBackupTime(config.backup.dir);
+  if (lastBackup !== null) metrics.backupLastSuccess.set(lastBackup);
   // Delivery runs on a thread of its own: the SMTP thread only commits its outcomes.
   const worker = new DeliveryThread({ config: () => runtime.get().config, store, log, metrics });
   runtime.onChange((next, previous) => {
@@ -88,13 +96,14 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   };
 
   try {
-    const sessionDeps = { runtime, store, log, metrics, users, authGuard, onQueued: () => worker.wake() };
+    const sessionDeps = { runtime, store, disk, log, metrics, users, authGuard, onQueued: () => worker.wake() };
     for (const address of config.smtp.listen) listeners.push(await startSmtpListener(address, sessionDeps, "mx"));
     for (const address of config.submission?.starttls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "submission"));
     for (const address of config.submission?.implicitTls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "smtps"));
     if (config.admin.listen) {
       const app = createAdminApp({
         store,
+        disk,
         policy,
         users,
         apiKeys,
@@ -103,7 +112,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         metrics,
         wake: () => worker.wake(true),
         remove,
-        backups: new BackupRunner(store, metrics, () => [...opts.configArgs]),
+        backups: new BackupRunner(store, metrics, () => [...opts.configArgs], log),
         token: () => runtime.get().config.admin.token?.value ?? null,
         clientIp: requestIp,
         listenersUp: () => listeners.length,

@@ -3,7 +3,7 @@
 
 import { Hono } from "hono";
 import type { BackupRunner } from "../backup/runner.ts";
-import { BackupBusy } from "../backup/runner.ts";
+import { BackupBusy, BackupFailed } from "../backup/runner.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { bearerAuth } from "./auth.ts";
@@ -15,6 +15,7 @@ import type { UserStore } from "../users/store.ts";
 import { userRoutes } from "./user-routes.ts";
 import { apiKeyRoutes } from "./apikey-routes.ts";
 import type { ApiKeyStore } from "../api/keys.ts";
+import type { DiskSpace } from "../queue/disk-space.ts";
 
 export interface AdminDeps extends QueueRouteDeps {
   readonly policy: PolicyStore;
@@ -28,16 +29,21 @@ export interface AdminDeps extends QueueRouteDeps {
   readonly clientIp: (req: Request, env: unknown) => string;
   /** Readiness beyond the queue: e.g. the SMTP listeners are up. */
   readonly listenersUp: () => number;
+  /** The state directory's free space (queue.min_free_space); absent: not checked. */
+  readonly disk?: DiskSpace;
 }
 
 export function createAdminApp(deps: AdminDeps): Hono {
   const app = new Hono();
 
   app.get("/health", (c) => {
-    const queueWritable = deps.store.writable();
     const listeners = deps.listenersUp();
-    const ok = queueWritable && listeners > 0;
-    return c.json({ status: ok ? "ok" : "unavailable", queue_writable: queueWritable, smtp_listeners: listeners }, ok ? 200 : 503);
+    // A real write (the database lock, and a synced file) rather than trust: a full disk still grants the lock.
+    const queueWritable = deps.store.writable() && (deps.disk?.writable() ?? true);
+    const lowSpace = deps.disk?.low() ?? false;
+    const status = listeners === 0 ? "unavailable" : !queueWritable || lowSpace ? "degraded" : "ok";
+    const disk = deps.disk ? { disk_free_bytes: deps.disk.freeBytes(), low_disk_space: lowSpace } : {};
+    return c.json({ status, queue_writable: queueWritable, ...disk, smtp_listeners: listeners }, status === "ok" ? 200 : 503);
   });
 
   app.get("/metrics", async (c) => {
@@ -59,8 +65,8 @@ export function createAdminApp(deps: AdminDeps): Hono {
       return c.json(result);
     } catch (err) {
       if (err instanceof BackupBusy) throw new ApiError(409, "backup_running", err.message);
-      deps.log.error("backup failed", { error: err });
-      throw new ApiError(500, "backup_failed", `backup failed: ${(err as Error).message}`);
+      // The runner logged the details; the answer names no path and has no stack trace.
+      throw new ApiError(500, "backup_failed", err instanceof BackupFailed ? `backup failed: ${err.message}` : "backup failed; see the log");
     }
   });
 

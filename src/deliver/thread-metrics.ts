@@ -10,6 +10,8 @@ export interface Deltas {
   readonly attempts: readonly (readonly [route: string, outcome: Outcome, n: number])[];
   /** deliverySeconds observations, one per delivered recipient. */
   readonly seconds: readonly number[];
+  /** Recipients delivered over TLS. */
+  readonly tls: number;
   readonly noRoute: number;
   readonly bounces: number;
 }
@@ -17,6 +19,7 @@ export interface Deltas {
 export class MetricDeltas implements DeliveryMetrics {
   private attempts = new Map<string, { route: string; outcome: Outcome; n: number }>();
   private seconds: number[] = [];
+  private tls = 0;
   private noRoute = 0;
   private bounces = 0;
 
@@ -29,6 +32,13 @@ export class MetricDeltas implements DeliveryMetrics {
       const entry = this.attempts.get(key);
       if (entry) entry.n++;
       else this.attempts.set(key, { route: labels.route, outcome: labels.outcome, n: 1 });
+      this.changed();
+    },
+  };
+
+  readonly deliveriesTls = {
+    inc: (n: number): void => {
+      this.tls += n;
       this.changed();
     },
   };
@@ -56,10 +66,12 @@ export class MetricDeltas implements DeliveryMetrics {
 
   /** What was counted since the last call, or null when nothing was. */
   take(): Deltas | null {
-    if (this.attempts.size === 0 && this.seconds.length === 0 && this.noRoute === 0 && this.bounces === 0) return null;
-    const d: Deltas = { attempts: [...this.attempts.values()].map((a) => [a.route, a.outcome, a.n] as const), seconds: this.seconds, noRoute: this.noRoute, bounces: this.bounces };
+    if (this.attempts.size === 0 && this.seconds.length === 0 && this.tls === 0 && this.noRoute === 0 && this.bounces === 0) return null;
+    const attempts = [...this.attempts.values()].map((a) => [a.route, a.outcome, a.n] as const);
+    const d: Deltas = { attempts, seconds: this.seconds, tls: this.tls, noRoute: this.noRoute, bounces: this.bounces };
     this.attempts = new Map();
     this.seconds = [];
+    this.tls = 0;
     this.noRoute = 0;
     this.bounces = 0;
     return d;
@@ -70,6 +82,7 @@ export class MetricDeltas implements DeliveryMetrics {
 export function applyDeltas(metrics: Metrics, d: Deltas): void {
   for (const [route, outcome, n] of d.attempts) metrics.deliveryAttempts.inc({ route, outcome }, n);
   for (const s of d.seconds) metrics.deliverySeconds.observe(s);
+  if (d.tls) metrics.deliveriesTls.inc(d.tls);
   if (d.noRoute) metrics.deliveryNoRoute.inc(d.noRoute);
   if (d.bounces) metrics.bouncesQueued.inc(d.bounces);
 }

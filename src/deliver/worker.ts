@@ -51,6 +51,7 @@ export interface DeliveryQueue {
 /** The counters delivery keeps (metrics.ts; on the delivery thread, deltas sent to its registry). */
 export interface DeliveryMetrics {
   readonly deliveryAttempts: { inc(labels: { route: string; outcome: "delivered" | "deferred" | "failed" }): void };
+  readonly deliveriesTls: { inc(n: number): void };
   readonly deliverySeconds: { observe(seconds: number): void };
   readonly deliveryNoRoute: { inc(n: number): void };
   readonly bouncesQueued: { inc(): void };
@@ -274,6 +275,7 @@ export class DeliveryWorker {
     } finally {
       for (const r of job.recipients) this.inFlight.delete(r.rowId);
     }
+    if (used.peer?.tls) this.deps.metrics.deliveriesTls.inc(results.filter((r) => r.kind === "ok").length);
     log.info("delivery attempt", {
       queue_id: job.messageId,
       route: job.route.uri,
