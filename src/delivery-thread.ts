@@ -31,8 +31,9 @@ export interface DeliveryThreadDeps {
 export class DeliveryThread {
   private worker: Worker | null = null;
   private outbox: Outbox<ToThread> | null = null;
-  /** The wake-up waiting in the outbox: later ones this turn merge into it. */
-  private pendingWake: { t: "wake"; everything: boolean } | null = null;
+  /** A wake-up is due with the next batch (any number of commits in one turn make one). */
+  private wakeWanted = false;
+  private wakeEverything = false;
   private stopping = false;
   private closed = false;
   private stopped: (() => void) | null = null;
@@ -41,13 +42,12 @@ export class DeliveryThread {
 
   start(): void {
     const worker = new Worker(new URL("./deliver/thread.ts", import.meta.url));
-    const outbox = new Outbox<ToThread>((batch) => {
-      this.pendingWake = null;
-      worker.postMessage(batch);
-    });
+    const outbox = new Outbox<ToThread>(
+      (batch) => worker.postMessage(batch),
+      () => this.takeWake(),
+    );
     this.worker = worker;
     this.outbox = outbox;
-    this.pendingWake = null;
     worker.onmessage = (event: MessageEvent<ToHost[]>) => {
       for (const m of event.data) this.handle(m, outbox);
     };
@@ -59,12 +59,16 @@ export class DeliveryThread {
   /** Mail was committed: the thread looks for it now. `everything`: older mail became due too. */
   wake(everything = false): void {
     if (!this.outbox || this.stopping) return;
-    if (this.pendingWake) {
-      this.pendingWake.everything ||= everything;
-      return;
-    }
-    this.pendingWake = { t: "wake", everything };
-    this.outbox.send(this.pendingWake);
+    this.wakeWanted = true;
+    this.wakeEverything ||= everything;
+    this.outbox.schedule();
+  }
+
+  private takeWake(): ToThread[] {
+    if (!this.wakeWanted) return [];
+    const wake: ToThread = { t: "wake", everything: this.wakeEverything };
+    this.wakeWanted = this.wakeEverything = false;
+    return [wake];
   }
 
   setConfig(config: Config): void {

@@ -11,7 +11,7 @@ export type ToThread =
   /** SIGHUP: the configuration now in force. */
   | { readonly t: "config"; readonly config: Config }
   /** Mail was committed (everything: older mail became due too, an admin retry or flush). */
-  | { t: "wake"; everything: boolean }
+  | { readonly t: "wake"; readonly everything: boolean }
   /** The outcome of a record request: committed, or why not. */
   | { readonly t: "recorded"; readonly seq: number; readonly error: string | null }
   /** Shutdown: take no more work, finish and record what is in flight, then say "stopped". */
