@@ -36,7 +36,19 @@ if [ ${#need[@]} -gt 0 ]; then
   # "No configuration": the package brings smtp-source and starts no mail system.
   echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
   $sudo apt-get update -q
+  # On a host with systemd, installing spamd, clamav-daemon or prometheus would start their
+  # services (prometheus on port 9090). The tests run their own instances on loopback, so
+  # the install is told not to start any (Debian's policy-rc.d, honoured by invoke-rc.d and
+  # deb-systemd-invoke), unless the host already has a policy of its own.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\n# mailraven test install: start no services\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 0755 "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+  if [ -n "$policy" ]; then $sudo rm -f "$policy"; trap - EXIT; fi
 fi
 
 export PATH="$PWD/node_modules/.bin:$PATH"
