@@ -2,7 +2,7 @@
 // (A, B, A, B, ...; the host is shared, so a build is never measured in one block of time) and
 // prints, per workload, the median over the rounds of each figure and the median of the
 // per-round ratios B / A. Every other knob of bench/run.ts passes through the environment; the
-// defaults here are lighter: MESSAGES=6000 IDLE_CONNS=0 ATTACK=0 DEFENSES=0.
+// defaults here are lighter: MESSAGES=6000 ONLY=throughput (workloads a and b).
 
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -28,7 +28,7 @@ if (!a || !b) {
 }
 const rounds = Number(roundsArg ?? 3);
 const dir = mkdtempSync(join(tmpdir(), "mailraven-ab-"));
-const env = { MESSAGES: "6000", IDLE_CONNS: "0", ATTACK: "0", DEFENSES: "0", ...process.env };
+const env = { MESSAGES: "6000", ONLY: "throughput", ...process.env };
 const results: Record<"A" | "B", Workload[][]> = { A: [], B: [] };
 
 try {
