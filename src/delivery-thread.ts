@@ -12,7 +12,7 @@
 import type { Config } from "./config/types.ts";
 import { applyDeltas } from "./deliver/thread-metrics.ts";
 import { Outbox, type ToHost, type ToThread } from "./deliver/thread-protocol.ts";
-import type { Logger } from "./log.ts";
+import { writeStdout, type Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { QueueStore } from "./queue/store.ts";
 
@@ -34,6 +34,8 @@ export class DeliveryThread {
   /** A wake-up is due with the next batch (any number of commits in one turn make one). */
   private wakeWanted = false;
   private wakeEverything = false;
+  /** Shared with the thread: 1 while a wake-up it has not acted on is out (thread-protocol.ts). */
+  private wakeFlag = new Int32Array(new SharedArrayBuffer(4));
   private stopping = false;
   private closed = false;
   private stopped: (() => void) | null = null;
@@ -53,12 +55,15 @@ export class DeliveryThread {
     };
     worker.addEventListener("error", (event) => this.deps.log.error("delivery thread error", { error: (event as ErrorEvent).message }));
     worker.addEventListener("close", () => this.exited(worker));
-    outbox.send({ t: "start", config: this.deps.config() });
+    this.wakeFlag = new Int32Array(new SharedArrayBuffer(4));
+    outbox.send({ t: "start", config: this.deps.config(), wakeFlag: this.wakeFlag });
   }
 
   /** Mail was committed: the thread looks for it now. `everything`: older mail became due too. */
   wake(everything = false): void {
     if (!this.outbox || this.stopping) return;
+    // The thread has not looked since the last wake-up: that look will find this mail too.
+    if (Atomics.exchange(this.wakeFlag, 0, 1) === 1 && !everything) return;
     this.wakeWanted = true;
     this.wakeEverything ||= everything;
     this.outbox.schedule();
@@ -108,7 +113,7 @@ export class DeliveryThread {
         return;
       }
       case "log":
-        return void (this.deps.write ?? ((text) => process.stdout.write(text)))(m.text);
+        return (this.deps.write ?? writeStdout)(m.text);
       case "metrics":
         return applyDeltas(this.deps.metrics, m.deltas);
       case "stopped":

@@ -27,8 +27,32 @@ const PRIORITY: Record<LogLevel, number> = { debug: 7, info: 6, warn: 4, error: 
 
 export type LogWriter = (line: string, level: LogLevel) => void;
 
-const plainWriter: LogWriter = (line) => process.stdout.write(line);
-const journaldWriter: LogWriter = (line, level) => process.stdout.write(`<${PRIORITY[level]}>${line}`);
+const plainWriter: LogWriter = (line) => writeStdout(line);
+const journaldWriter: LogWriter = (line, level) => writeStdout(`<${PRIORITY[level]}>${line}`);
+
+let pendingStdout = "";
+let exitHooked = false;
+
+/**
+ * Text for stdout, written once per turn of the event loop: under load a session's lines and
+ * the delivery thread's cost one write between them, not one each. What is pending when the
+ * process exits is written on the way out.
+ */
+export function writeStdout(text: string): void {
+  if (pendingStdout === "") {
+    setImmediate(flushStdout);
+    if (!exitHooked) process.once("exit", flushStdout);
+    exitHooked = true;
+  }
+  pendingStdout += text;
+}
+
+function flushStdout(): void {
+  if (pendingStdout === "") return;
+  const text = pendingStdout;
+  pendingStdout = "";
+  process.stdout.write(text);
+}
 
 /**
  * Whether file descriptor `fd` is the journal stream systemd announced in JOURNAL_STREAM

@@ -197,6 +197,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
   const signing: DkimSigningOptions | null = config.outbound.dkimSign
     ? {
         keys: (domain) => s.dkimKeys.load(config.outbound.dkimDir, domain),
+        anyKeys: () => s.dkimKeys.anyDomain(config.outbound.dkimDir),
         shouldSign: (ctx) => ctx.client.trusted || ctx.client.user !== null,
         onError: (err) => failedOpen("dkim_sign", "DKIM signing failed; message sent unsigned", err),
       }

@@ -7,7 +7,12 @@ import type { NewMessage, RecipientOutcome } from "../queue/store.ts";
 import type { Deltas } from "./thread-metrics.ts";
 
 export type ToThread =
-  | { readonly t: "start"; readonly config: Config }
+  /**
+   * `wakeFlag[0]` is 1 while a wake-up is on its way or not yet acted on: the SMTP thread sets
+   * it and posts "wake" only when it was 0; the delivery thread clears it just before it reads
+   * the queue, so a commit after that sends the next one (one message per look, not per commit).
+   */
+  | { readonly t: "start"; readonly config: Config; readonly wakeFlag: Int32Array }
   /** SIGHUP: the configuration now in force. */
   | { readonly t: "config"; readonly config: Config }
   /** Mail was committed (everything: older mail became due too, an admin retry or flush). */

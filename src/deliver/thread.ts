@@ -43,7 +43,7 @@ self.onmessage = (event: MessageEvent<ToThread[]>) => {
 function handle(m: ToThread): void {
   switch (m.t) {
     case "start":
-      return start(m.config);
+      return start(m.config, m.wakeFlag);
     case "config":
       config = m.config;
       return;
@@ -56,14 +56,14 @@ function handle(m: ToThread): void {
   }
 }
 
-function start(initial: Config): void {
+function start(initial: Config, wakeFlag: Int32Array): void {
   config = initial;
   const log = createLogger(initial.logLevel, linesTo(process.env.JOURNAL_STREAM, (text) => ((logText += text), outbox.schedule())));
   installCrashGuards(log);
   const opened = QueueReader.open(initial.stateDir);
   db = opened.db;
   queue = new ThreadQueue(opened.reader, outbox);
-  worker = new DeliveryWorker({ config: () => config!, store: queue, log, metrics });
+  worker = new DeliveryWorker({ config: () => config!, store: queue, log, metrics, looking: () => Atomics.store(wakeFlag, 0, 0) });
   worker.start();
   // After the first look at the queue (start() asked for it first): from here on, new mail
   // reaches delivery only through the wake-ups the SMTP thread sends after each commit.

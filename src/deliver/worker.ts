@@ -64,6 +64,8 @@ export interface WorkerDeps {
   readonly store: DeliveryQueue;
   readonly log: Logger;
   readonly now?: () => number;
+  /** Called just before the queue is read for new mail: mail committed before this call is found by that read. */
+  readonly looking?: () => void;
 }
 
 export class DeliveryWorker {
@@ -107,6 +109,7 @@ export class DeliveryWorker {
     setTimeout(() => {
       this.wakePending = false;
       this.newMailWaiting = false;
+      this.deps.looking?.();
       const room = MAX_WAITING - this.waitingCount();
       if (room > 0) this.take(this.deps.store.dueAfter(this.cursor, this.now(), room));
       // Queue ids are given when DATA starts, so a message can commit after a newer one was
@@ -142,6 +145,7 @@ export class DeliveryWorker {
     if (this.stopped) return;
     const now = this.now();
     const { store } = this.deps;
+    this.deps.looking?.();
     // Fetch past the recipients already in hand so new due work is always found.
     const room = MAX_WAITING - this.waitingCount();
     this.take(room <= 0 ? [] : store.due(now, this.inFlight.size + room));

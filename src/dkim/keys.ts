@@ -18,7 +18,7 @@
 // before its record is in DNS fails at every receiver, so a rotation never switches by itself.
 
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { chmodSync, chownSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { domainToASCII } from "node:url";
 import { fsyncPath } from "../fsync.ts";
@@ -188,6 +188,8 @@ const MISSING_TTL_MS = 5_000;
 export class DkimKeyCache {
   private readonly entries = new Map<string, { stamp: string; keys: DkimKeys }>();
   private readonly missing = new Map<string, number>();
+  /** Whether a keys directory holds any domain, and until when that answer stands. */
+  private readonly dirs = new Map<string, { any: boolean; until: number }>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -217,6 +219,23 @@ export class DkimKeyCache {
     if (keys.keys.length === 0) return this.none(cacheKey);
     this.entries.set(cacheKey, { stamp, keys });
     return keys;
+  }
+
+  /**
+   * False when `dir` holds no domain at all (looked at again after MISSING_TTL_MS, like a domain
+   * without keys): a relay that signs nothing then parses no From: field to find out.
+   */
+  anyDomain(dir: string): boolean {
+    const known = this.dirs.get(dir);
+    if (known && known.until > this.now()) return known.any;
+    let any: boolean;
+    try {
+      any = readdirSync(dir).length > 0;
+    } catch {
+      any = false;
+    }
+    this.dirs.set(dir, { any, until: this.now() + MISSING_TTL_MS });
+    return any;
   }
 
   private none(cacheKey: string): null {

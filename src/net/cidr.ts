@@ -65,13 +65,20 @@ export function parseCidr(text: string): Cidr | undefined {
 
 export function cidrContains(cidr: Cidr, ip: string): boolean {
   const parsed = parseIp(ip);
-  if (!parsed || parsed.v6 !== cidr.v6) return false;
-  const shift = BigInt((cidr.v6 ? 128 : 32) - cidr.bits);
-  return parsed.value >> shift === cidr.base >> shift;
+  return parsed !== undefined && holds(cidr, parsed);
 }
 
+function holds(cidr: Cidr, ip: { v6: boolean; value: bigint }): boolean {
+  if (ip.v6 !== cidr.v6) return false;
+  const shift = BigInt((cidr.v6 ? 128 : 32) - cidr.bits);
+  return ip.value >> shift === cidr.base >> shift;
+}
+
+/** The address is parsed once, not once per range (this runs for every command of a session). */
 export function anyContains(cidrs: readonly Cidr[], ip: string): boolean {
-  return cidrs.some((c) => cidrContains(c, ip));
+  if (cidrs.length === 0) return false;
+  const parsed = parseIp(ip);
+  return parsed !== undefined && cidrs.some((c) => holds(c, parsed));
 }
 
 /**

@@ -18,9 +18,18 @@ export function parseMailbox(address: string): Mailbox | undefined {
   const localPart = address.slice(0, at);
   const rawDomain = address.slice(at + 1);
   if (rawDomain.startsWith("[")) return { address, localPart, domain: rawDomain.toLowerCase(), isLiteral: true };
-  const domain = domainToASCII(rawDomain.replace(/\.$/, "").toLowerCase());
+  const domain = asciiDomain(rawDomain.replace(/\.$/, "").toLowerCase());
   if (!domain) return undefined;
   return { address, localPart, domain, isLiteral: false };
+}
+
+/** Letters, digits, hyphens and dots, no A-label, and a last label that is not a number (WHATWG's IPv4 forms). */
+const PLAIN = /^(?!.*(?:^|\.)xn--)[a-z0-9.-]*[a-z-][a-z0-9-]*$/;
+const NUMERIC_LAST = /(?:^|\.)(?:0x[0-9a-f]*|\d+)$/;
+
+/** domainToASCII, without its cost for the usual already-ASCII name (which it returns as it is). */
+function asciiDomain(lower: string): string {
+  return PLAIN.test(lower) && !NUMERIC_LAST.test(lower) ? lower : domainToASCII(lower);
 }
 
 /**

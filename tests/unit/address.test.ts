@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { domainToASCII } from "node:url";
 import { hasRoutingSyntax, parseMailbox } from "../../src/smtp/address.ts";
 
 describe("parseMailbox", () => {
@@ -34,6 +35,26 @@ describe("parseMailbox", () => {
 
   test("the last @ separates the domain (quoted local parts may contain @)", () => {
     expect(parseMailbox('"a@b"@example.org')).toMatchObject({ localPart: '"a@b"', domain: "example.org" });
+  });
+
+  test("the domain is what domainToASCII makes of it, for every short name of letters, digits, 0x, dots and hyphens (the shortcut for plain names included)", () => {
+    // WHATWG host parsing turns a numeric last label into an IPv4 address ("a.0x7f" is refused,
+    // "1.2.3" becomes 1.2.0.3) and checks xn-- labels: the shortcut must never skip either.
+    const alphabet = "ab0x9.-";
+    const wrong: string[] = [];
+    for (let len = 1; len <= 5; len++) {
+      for (let i = 0; i < alphabet.length ** len; i++) {
+        let name = "";
+        for (let k = i, j = 0; j < len; j++, k = Math.floor(k / alphabet.length)) name += alphabet[k % alphabet.length];
+        const expected = domainToASCII(name.replace(/\.$/, ""));
+        const got = parseMailbox(`u@${name}`)?.domain;
+        if (got !== (expected || undefined)) wrong.push(name);
+      }
+    }
+    for (const name of ["xn--abc.example", "a.xn--p1ai", "example.123", "a.0x1f", "b\u00fccher.example", "under_score.example"]) {
+      if (parseMailbox(`u@${name}`)?.domain !== (domainToASCII(name) || undefined)) wrong.push(name);
+    }
+    expect(wrong).toEqual([]);
   });
 
   test.each(["", "alice", "@example.org", "alice@", "@"])("%p is not a mailbox", (address) => {

@@ -31,6 +31,8 @@ export interface DkimSigningOptions {
   readonly keys: (domain: string) => DkimKeys | null;
   /** Whether this message is ours to sign, e.g. from relay_networks or an authenticated user. */
   readonly shouldSign: (ctx: Pick<ContentContext, "client">) => boolean;
+  /** False when no domain has keys at all: the From: field is then not even parsed. */
+  readonly anyKeys?: () => boolean;
   /** Called when a message that should have been signed could not be; it goes on unsigned. */
   readonly onError: (err: Error) => void;
 }
@@ -44,7 +46,7 @@ const LINE = 76;
 
 export function dkimSigning(opts: DkimSigningOptions): ContentCheck {
   return async (ctx: ContentContext): Promise<ContentResult> => {
-    if (!opts.shouldSign(ctx)) return { verdict: ACCEPT };
+    if (!opts.shouldSign(ctx) || opts.anyKeys?.() === false) return { verdict: ACCEPT };
     try {
       if (ctx.head === null) throw new Error("the header section is too large to read; message not DKIM-signed");
       // A line without a colon is not a header field; no verifier would agree on what it is.
@@ -90,7 +92,7 @@ export function dkimSigning(opts: DkimSigningOptions): ContentCheck {
  * so that mail we sign can be put in a form no later hop changes (smtp/signable.ts).
  */
 export function signsFor(opts: DkimSigningOptions, client: ClientInfo, head: string | null): boolean {
-  if (head === null || !opts.shouldSign({ client })) return false;
+  if (head === null || !opts.shouldSign({ client }) || opts.anyKeys?.() === false) return false;
   try {
     const domain = fromDomain(parseHeaders(head).fields.filter((f) => f.raw.includes(":")));
     return domain !== null && (opts.keys(domain)?.keys.length ?? 0) > 0;
