@@ -111,7 +111,8 @@ export class DeliveryWorker {
       this.newMailWaiting = false;
       this.deps.looking?.();
       const room = MAX_WAITING - this.waitingCount();
-      if (room > 0) this.take(this.deps.store.dueAfter(this.cursor, this.now(), room));
+      const taken = room > 0 ? this.take(this.deps.store.dueAfter(this.cursor, this.now(), room)) : 0;
+      if (taken) this.deps.log.debug("queue looked at", { for: "new mail", recipients: taken });
       // Queue ids are given when DATA starts, so a message can commit after a newer one was
       // taken and fall behind the cursor: a full look within a second picks such stragglers up.
       this.armFor(this.now() + TICK_FLOOR_MS);
@@ -148,15 +149,16 @@ export class DeliveryWorker {
     this.deps.looking?.();
     // Fetch past the recipients already in hand so new due work is always found.
     const room = MAX_WAITING - this.waitingCount();
-    this.take(room <= 0 ? [] : store.due(now, this.inFlight.size + room));
+    const taken = this.take(room <= 0 ? [] : store.due(now, this.inFlight.size + room));
+    if (taken) this.deps.log.debug("queue looked at", { for: "due mail", recipients: taken });
     // Recipients in flight stay due in the table, so the next full look is never sooner than the floor.
     const next = store.nextDueAt();
     this.schedule(next === null ? 60_000 : Math.max(next - now, TICK_FLOOR_MS));
   }
 
-  /** Queues due recipients not already in hand as jobs, by message and route, and starts what fits. */
-  private take(rows: readonly DueRecipient[]): void {
-    if (this.stopped) return;
+  /** Queues due recipients not already in hand as jobs, by message and route, and starts what fits; returns how many were new. */
+  private take(rows: readonly DueRecipient[]): number {
+    if (this.stopped) return 0;
     const config = this.deps.config();
     const due = rows.filter((r) => !this.inFlight.has(r.rowId));
     for (const r of rows) if (r.messageId > this.cursor) this.cursor = r.messageId;
@@ -183,6 +185,7 @@ export class DeliveryWorker {
     if (noRoute.length) this.track(this.failNoRoute(noRoute));
     this.dropEmptyPools();
     this.dispatch();
+    return due.length;
   }
 
   private waitingCount(): number {

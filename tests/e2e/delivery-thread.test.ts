@@ -34,13 +34,19 @@ test("mail committed on an idle relay is delivered at once: the commit wakes the
   const { sink, relay } = await start();
   // The thread has looked at the (empty) queue; its next look of its own is 60 s away.
   await relay.waitForLog((l) => l.msg === "delivery thread started");
-  for (const token of ["first", "second", "third"]) {
+  const tokens = ["first", "second", "third", "fourth", "fifth"];
+  for (const token of tokens) {
     await send(relay.port, token);
     // Well under the idle look: only the wake-up after the commit gets it there in time.
     await waitFor(() => sink.messages.some((m) => m.raw.includes(`X-Token: ${token}`)), 15_000, `delivery of ${token}`);
   }
   await waitFor(() => queueCounts(relay.dir).messages === 0, 10_000, "the outcomes committed");
-  expect(relay.logs.filter((l) => l.msg === "delivery attempt" && l.delivered === 1)).toHaveLength(3);
+  expect(relay.logs.filter((l) => l.msg === "delivery attempt" && l.delivered === 1)).toHaveLength(5);
+  // Each message was found by the look its commit's wake-up asked for, not by a later look of
+  // the thread's own (which follows a wake-up by a second and would find a message whose
+  // wake-up never came): one new-mail look per message, bar one that a timed look beat to it.
+  const woken = relay.logs.filter((l) => l.msg === "queue looked at" && l.for === "new mail").reduce((n, l) => n + Number(l.recipients), 0);
+  expect(woken).toBeGreaterThanOrEqual(tokens.length - 1);
   expect(await relay.stop()).toBe(0);
 }, 60_000);
 
