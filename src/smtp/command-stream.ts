@@ -53,6 +53,9 @@ export class CommandStream extends SMTPStream {
   constructor(readonly owner: StreamOwner, options: { maxCommandLength?: number }) {
     super(options);
     this.next = () => this.pump();
+    // The library listens with an arrow function of its own per parser; a shared one does.
+    this.removeAllListeners("finish");
+    this.on("finish", flushOnFinish);
   }
 
   override oncommand(command: Buffer, callback?: () => void): void {
@@ -191,6 +194,10 @@ export class CommandStream extends SMTPStream {
     this.done = null;
     done?.(err);
   }
+}
+
+function flushOnFinish(this: SMTPStream): void {
+  this._flushData();
 }
 
 function noop(): void {}
