@@ -19,6 +19,8 @@ import { startSmtpListener, type SmtpListener } from "./smtp/listener.ts";
 import { acquireStateLock } from "./state-lock.ts";
 import { pipelineServices } from "./checks/index.ts";
 import { PolicyStore } from "./policy/store.ts";
+import { LocalState } from "./state/local.ts";
+import { buckets } from "./state/token-bucket.ts";
 import { AuthGuard } from "./smtp/auth-guard.ts";
 import { UserStore } from "./users/store.ts";
 import { ApiKeyStore } from "./api/keys.ts";
@@ -44,7 +46,8 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   assertLibraryCompatible();
   const lock = acquireStateLock(config.stateDir);
   const store = QueueStore.open(config.stateDir);
-  const policy = PolicyStore.open(config.stateDir);
+  const policyDb = PolicyStore.open(config.stateDir);
+  const policy = new LocalState(policyDb, once(buckets));
   const users = config.submission ? UserStore.open(config.stateDir) : null;
   const authGuard = config.submission ? new AuthGuard(config.submission, policy, log) : null;
   const apiKeys = config.api ? ApiKeyStore.open(config.stateDir) : null;
@@ -65,8 +68,8 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   cleanup.unref();
   registerQueueGauges(metrics, store);
   registerProcessMetrics(metrics, version);
-  registerPolicyGauge(metrics, policy);
-  const worker = new DeliveryWorker({ config: () => runtime.get().config, store, log, metrics });
+  registerPolicyGauge(metrics, policyDb);
+  const worker = new DeliveryWorker({ config: () => runtime.get().config, store, log, metrics, stsStore: policy });
   const listeners: SmtpListener[] = [];
   let admin: AdminServer | null = null;
   let api: AdminServer | null = null;
@@ -84,7 +87,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   };
 
   try {
-    const sessionDeps = { runtime, store, log, metrics, users, authGuard, onQueued: () => worker.wake() };
+    const sessionDeps = { runtime, store, log, metrics, users, authGuard, onQueued: () => worker.wake(), pregreet: policy };
     for (const address of config.smtp.listen) listeners.push(await startSmtpListener(address, sessionDeps, "mx"));
     for (const address of config.submission?.starttls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "submission"));
     for (const address of config.submission?.implicitTls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "smtps"));
@@ -94,7 +97,6 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         policy,
         users,
         apiKeys,
-        forgetGreylist: () => services.caches.greylist.clear(),
         log,
         metrics,
         wake: () => worker.wake(true),
@@ -112,7 +114,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         config: () => runtime.get().config,
         keys: apiKeys,
         store,
-        buckets: services.caches.buckets,
+        rates: policy,
         sign: () => runtime.get().pipeline.signer,
         signs: (client, head) => runtime.get().pipeline.signs?.(client, head) ?? false,
         clientIp: requestIp,
@@ -186,6 +188,11 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
       log.info("stopped", { duration_ms: Date.now() - started });
     })());
   return { listeners, admin, reload, shutdown };
+}
+
+function once<T>(make: () => T): () => T {
+  let value: T | undefined;
+  return () => (value ??= make());
 }
 
 /** A new ACME certificate goes into the running listeners the way SIGHUP puts new files there: a new Runtime. */

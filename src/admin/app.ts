@@ -10,17 +10,17 @@ import { bearerAuth } from "./auth.ts";
 import { ApiError, errorBody } from "./errors.ts";
 import { queueRoutes, type QueueRouteDeps } from "./queue-routes.ts";
 import { policyRoutes } from "./policy-routes.ts";
-import type { PolicyStore } from "../policy/store.ts";
+import type { PolicyState } from "../state/types.ts";
 import type { UserStore } from "../users/store.ts";
 import { userRoutes } from "./user-routes.ts";
 import { apiKeyRoutes } from "./apikey-routes.ts";
 import type { ApiKeyStore } from "../api/keys.ts";
 
 export interface AdminDeps extends QueueRouteDeps {
-  readonly policy: PolicyStore;
+  /** This node's policy state, or the cluster's. */
+  readonly policy: PolicyState;
   readonly users: UserStore | null;
   readonly apiKeys: ApiKeyStore | null;
-  readonly forgetGreylist: () => void;
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly backups: BackupRunner;
@@ -47,7 +47,7 @@ export function createAdminApp(deps: AdminDeps): Hono {
 
   app.use("/admin/*", bearerAuth(deps));
   app.route("/admin/queue", queueRoutes(deps));
-  const policy = policyRoutes(deps.policy, deps.forgetGreylist);
+  const policy = policyRoutes(deps.policy);
   app.route("/admin/greylist", policy.greylist);
   app.route("/admin/blocklist", policy.blocklist);
   app.route("/admin/users", userRoutes(deps.users));

@@ -9,8 +9,8 @@ import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Runtime } from "../runtime.ts";
 import { anyContains, clientKey } from "../net/cidr.ts";
-import { LRUCache } from "lru-cache";
 import { runStage } from "../checks/types.ts";
+import type { CacheState } from "../state/types.ts";
 import type { Verdict } from "../verdict.ts";
 import { RelayConnection, type ConnectionOwner, type StarttlsRefusal } from "./connection-adapter.ts";
 import { sessionHooks, type ListenerMode, type SessionDeps } from "./session.ts";
@@ -18,14 +18,15 @@ import { sessionHooks, type ListenerMode, type SessionDeps } from "./session.ts"
 /** Clients that waited for a delayed greeting are greeted at once for this long (like postscreen's cache). */
 const PREGREET_PASS_TTL_MS = 24 * 3_600_000;
 
+/** The pregreet pass cache lives in the policy state (shared by a cluster's nodes). */
+export type PregreetState = Pick<CacheState, "pregreetPassed" | "savePregreetPass" | "forgetPregreetPass">;
+
 class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
   /** Sessions per client key (the address, or an IPv6 client's /64), and each session's key. */
   private readonly perIp = new Map<string, number>();
   private readonly keyOf = new WeakMap<RelayConnection, string>();
   /** Connect-stage verdicts, started when the client connects and awaited when its greeting is due. */
   private readonly connectVerdicts = new Map<string, Promise<Verdict>>();
-  /** Made on the first pass: lru-cache allocates its capacity up front, and trusted-only relays never need it. */
-  private pregreetCache: LRUCache<string, true> | null = null;
   /**
    * False on a submission port while its certificate (ACME's) has not arrived: connections are
    * refused rather than offered TLS with smtp-server's built-in certificate, whose key is public.
@@ -36,16 +37,13 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
    * one): the library would otherwise complete the handshake with its built-in certificate.
    */
   starttlsRefused: StarttlsRefusal | null = null;
-  private get pregreetPassedIps(): LRUCache<string, true> {
-    return (this.pregreetCache ??= new LRUCache<string, true>({ max: 20_000, ttl: PREGREET_PASS_TTL_MS }));
-  }
-
   constructor(
     options: SMTPServerOptions,
     private readonly runtime: Live<Runtime>,
     private readonly log: Logger,
     private readonly metrics: Metrics,
     private readonly mode: ListenerMode,
+    private readonly pregreet: PregreetState,
   ) {
     super(options);
   }
@@ -81,8 +79,7 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     conn.authRequiresTls = this.mode === "submission";
     const trusted = anyContains(config.relay.relayNetworks, ip) || anyContains(config.defenses.allowlist, ip);
     // The pregreet test is for the MX port: users' mail programs on the submission ports are greeted at once.
-    const knownPolite = this.mode !== "mx" || trusted || smtp.greetingDelayMs === 0 || anyContains(smtp.greetingAllowlist, ip) || this.pregreetPassedIps.has(key);
-    conn.greetingDelayMs = knownPolite ? 0 : smtp.greetingDelayMs;
+    const knownPolite = this.mode !== "mx" || trusted || smtp.greetingDelayMs === 0 || anyContains(smtp.greetingAllowlist, ip) || this.pregreet.pregreetPassed(key);
     // DNS lists and the rest run while the client waits for its greeting.
     const checks = this.mode === "mx" ? pipeline.connect : pipeline.connectSubmission;
     if (checks.length && !trusted) {
@@ -93,7 +90,25 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     this.connections.add(conn);
     conn.on("error", this.onConnectionError);
     conn.on("connect", this.onConnectionReady);
+    if (knownPolite instanceof Promise) return this.initAfter(conn, socket, knownPolite, smtp.greetingDelayMs);
+    conn.greetingDelayMs = knownPolite ? 0 : smtp.greetingDelayMs;
     conn.init();
+  }
+
+  /** Starts a session once the cluster's pregreet cache has answered (within cluster.timeout); the wait counts towards the delay. */
+  private initAfter(conn: RelayConnection, socket: Socket, passed: Promise<boolean>, delayMs: number): void {
+    const started = performance.now();
+    const ignore = () => {};
+    socket.on("error", ignore);
+    void passed.then((polite) => {
+      socket.off("error", ignore);
+      if (socket.destroyed) {
+        this.connections.delete(conn);
+        return this.connectionEnded(conn);
+      }
+      conn.greetingDelayMs = polite ? 0 : Math.max(1, delayMs - (performance.now() - started));
+      conn.init();
+    });
   }
 
   /** The connect-stage verdict of a session; null when no check ran (trusted clients). */
@@ -117,12 +132,12 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
 
   earlyTalker(conn: RelayConnection): void {
     this.metrics.earlyTalkers.inc();
-    this.pregreetCache?.delete(this.keyOf.get(conn) ?? conn.remoteAddress);
+    this.pregreet.forgetPregreetPass(this.keyOf.get(conn) ?? conn.remoteAddress);
     this.log.info("early talker refused", { cid: conn.id, client_ip: conn.remoteAddress, code: 554, status: "5.5.1" });
   }
 
   pregreetPassed(conn: RelayConnection): void {
-    this.pregreetPassedIps.set(this.keyOf.get(conn) ?? conn.remoteAddress, true);
+    this.pregreet.savePregreetPass(this.keyOf.get(conn) ?? conn.remoteAddress, PREGREET_PASS_TTL_MS);
   }
 
   // Shared listeners (`this` is the connection), so an idle connection carries no closures.
@@ -179,7 +194,7 @@ function tlsOptions(rt: Runtime, mode: ListenerMode) {
   return { key: first.key, cert: first.cert, minVersion: "TLSv1.2" as const, sniOptions };
 }
 
-export async function startSmtpListener(address: ListenAddress, deps: SessionDeps, mode: ListenerMode = "mx"): Promise<SmtpListener> {
+export async function startSmtpListener(address: ListenAddress, deps: SessionDeps & { readonly pregreet: PregreetState }, mode: ListenerMode = "mx"): Promise<SmtpListener> {
   const { log, runtime } = deps;
   const config = runtime.get().config;
   const tls = tlsOptions(runtime.get(), mode);
@@ -213,6 +228,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
     log,
     deps.metrics,
     mode,
+    deps.pregreet,
   );
   server.certificateReady = mode === "mx" || !!tls;
   server.starttlsRefused = starttlsRefusal(runtime.get(), tls);
