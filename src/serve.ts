@@ -18,9 +18,7 @@ import { assertLibraryCompatible } from "./smtp/connection-adapter.ts";
 import { startSmtpListener, type SmtpListener } from "./smtp/listener.ts";
 import { acquireStateLock } from "./state-lock.ts";
 import { pipelineServices } from "./checks/index.ts";
-import { PolicyStore } from "./policy/store.ts";
-import { LocalState } from "./state/local.ts";
-import { buckets } from "./state/token-bucket.ts";
+import { openPolicyState } from "./state/open.ts";
 import { AuthGuard } from "./smtp/auth-guard.ts";
 import { UserStore } from "./users/store.ts";
 import { ApiKeyStore } from "./api/keys.ts";
@@ -43,15 +41,17 @@ export interface Running {
 }
 
 export async function serve(config: Config, log: Logger, version: string, opts: ServeOptions): Promise<Running> {
+  const startedAt = Date.now();
   assertLibraryCompatible();
   const lock = acquireStateLock(config.stateDir);
   const store = QueueStore.open(config.stateDir);
-  const policyDb = PolicyStore.open(config.stateDir);
-  const policy = new LocalState(policyDb, once(buckets));
+  const metrics = createMetrics();
+  const queueSize = () => ({ ...store.depth(), oldest: store.oldestReceivedAt() });
+  // policy.db, or the cluster's Redis in front of it (cluster.enabled).
+  const { state: policy, policyDb, cluster } = await openPolicyState(config, log, metrics, version, queueSize);
   const users = config.submission ? UserStore.open(config.stateDir) : null;
   const authGuard = config.submission ? new AuthGuard(config.submission, policy, log) : null;
   const apiKeys = config.api ? ApiKeyStore.open(config.stateDir) : null;
-  const metrics = createMetrics();
   const services = pipelineServices(policy, users, metrics, log);
   const acme = new AcmeManager({ config: () => runtime.get().config.acme, install: (material) => installAcmeCertificate(runtime, material, log), log });
   // The cached ACME certificate is read before the runtime is built, so the listeners start with it.
@@ -105,6 +105,12 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         token: () => runtime.get().config.admin.token?.value ?? null,
         clientIp: requestIp,
         listenersUp: () => listeners.length,
+        cluster: {
+          enabled: cluster !== null,
+          redisUp: () => cluster?.redisUp() ?? false,
+          self: () => cluster?.nodes.self() ?? { name: config.hostname, version, startedAt, seenAt: Date.now(), queue: queueSize() },
+          list: () => cluster?.nodes.list() ?? Promise.resolve(null),
+        },
       });
       admin = startAdminServer(app, config.admin.listen, runtime.get().adminTls);
       log.info("admin listening", { address: config.admin.listen.host, port: admin.port, tls: !!config.admin.tls, token: !!config.admin.token });
@@ -132,6 +138,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
     await admin?.stop();
     apiKeys?.close();
     clearInterval(cleanup);
+    await cluster?.nodes.stop();
     store.close();
     policy.close();
     users?.close();
@@ -162,6 +169,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
     const needRestart = (["stateDir", "logLevel"] as const).filter((k) => before[k] !== next.config[k]);
     if (JSON.stringify(before.smtp.listen) !== JSON.stringify(next.config.smtp.listen)) needRestart.push("smtp.listen" as never);
     if (JSON.stringify(before.admin.listen) !== JSON.stringify(next.config.admin.listen)) needRestart.push("admin.listen" as never);
+    if (JSON.stringify(before.cluster) !== JSON.stringify(next.config.cluster)) needRestart.push("cluster" as never);
     runtime.set(next);
     log.info("configuration reloaded", needRestart.length ? { restart_needed_for: needRestart } : {});
     acme.reconsider();
@@ -181,6 +189,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
       await api?.stop();
       apiKeys?.close();
       clearInterval(cleanup);
+      await cluster?.nodes.stop();
       store.close();
       policy.close();
       users?.close();
@@ -188,11 +197,6 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
       log.info("stopped", { duration_ms: Date.now() - started });
     })());
   return { listeners, admin, reload, shutdown };
-}
-
-function once<T>(make: () => T): () => T {
-  let value: T | undefined;
-  return () => (value ??= make());
 }
 
 /** A new ACME certificate goes into the running listeners the way SIGHUP puts new files there: a new Runtime. */

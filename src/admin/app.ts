@@ -14,6 +14,7 @@ import type { PolicyState } from "../state/types.ts";
 import type { UserStore } from "../users/store.ts";
 import { userRoutes } from "./user-routes.ts";
 import { apiKeyRoutes } from "./apikey-routes.ts";
+import { clusterRoutes, type ClusterView } from "./cluster-routes.ts";
 import type { ApiKeyStore } from "../api/keys.ts";
 
 export interface AdminDeps extends QueueRouteDeps {
@@ -28,6 +29,8 @@ export interface AdminDeps extends QueueRouteDeps {
   readonly clientIp: (req: Request, env: unknown) => string;
   /** Readiness beyond the queue: e.g. the SMTP listeners are up. */
   readonly listenersUp: () => number;
+  /** The cluster this node is part of (or this node alone). */
+  readonly cluster: ClusterView;
 }
 
 export function createAdminApp(deps: AdminDeps): Hono {
@@ -37,7 +40,10 @@ export function createAdminApp(deps: AdminDeps): Hono {
     const queueWritable = deps.store.writable();
     const listeners = deps.listenersUp();
     const ok = queueWritable && listeners > 0;
-    return c.json({ status: ok ? "ok" : "unavailable", queue_writable: queueWritable, smtp_listeners: listeners }, ok ? 200 : 503);
+    // Without Redis the node still takes mail, on its own state: degraded, not down.
+    const redis = deps.cluster.enabled ? { redis: deps.cluster.redisUp() ? "up" : "down" } : {};
+    const status = !ok ? "unavailable" : redis.redis === "down" ? "degraded" : "ok";
+    return c.json({ status, queue_writable: queueWritable, smtp_listeners: listeners, ...redis }, ok ? 200 : 503);
   });
 
   app.get("/metrics", async (c) => {
@@ -52,6 +58,7 @@ export function createAdminApp(deps: AdminDeps): Hono {
   app.route("/admin/blocklist", policy.blocklist);
   app.route("/admin/users", userRoutes(deps.users));
   app.route("/admin/apikeys", apiKeyRoutes(deps.apiKeys));
+  app.route("/admin/cluster", clusterRoutes(deps.cluster));
   app.post("/admin/backup", async (c) => {
     try {
       const result = await deps.backups.run();
