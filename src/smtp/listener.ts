@@ -1,6 +1,7 @@
 // One SMTP listener: smtp-server configured from our settings, with connection limits
 // enforced before a session exists (so an over-limit client costs one write and a close).
 
+import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
 import type { Config, ListenAddress } from "../config/types.ts";
@@ -14,6 +15,7 @@ import type { CacheState } from "../state/types.ts";
 import type { Verdict } from "../verdict.ts";
 import { RelayConnection, type ConnectionOwner, type StarttlsRefusal } from "./connection-adapter.ts";
 import { sessionHooks, type ListenerMode, type SessionDeps } from "./session.ts";
+import { readProxyHeader } from "./proxy-header.ts";
 
 /** Clients that waited for a delayed greeting are greeted at once for this long (like postscreen's cache). */
 const PREGREET_PASS_TTL_MS = 24 * 3_600_000;
@@ -60,8 +62,34 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     return super._acceptSocket(socket, handshake);
   }
 
+  /** Behind a load balancer (smtp.proxy_protocol.trusted): its header names the client, which then drives everything. */
+  override _expectsProxyHeader(socket: Socket): boolean {
+    const trusted = this.runtime.get().config.smtp.proxyProtocol.trusted;
+    return trusted.length > 0 && anyContains(trusted, normalizeIp(socket.remoteAddress ?? ""));
+  }
+
+  override _handleProxy(socket: Socket, callback: Parameters<SMTPServer["_handleProxy"]>[1]): void {
+    if (!this._expectsProxyHeader(socket)) return super._handleProxy(socket, callback);
+    const peer = normalizeIp(socket.remoteAddress ?? "");
+    // The session id, made as the library makes it (which it does only on its own path).
+    const id = BigInt(`0x${randomBytes(10).toString("hex")}`).toString(32).padStart(16, "0");
+    readProxyHeader(socket, this.runtime.get().config.smtp.commandTimeoutMs).then(
+      (source) => callback(null, source ? { id, remoteAddress: source.address, remotePort: source.port } : { id }),
+      (err: Error) => {
+        // A trusted balancer that sends no (or a broken) header is misconfigured: never guess the client.
+        this.metrics.connectionsRejected.inc({ reason: "proxy_header" });
+        this.log.warn("connection refused", { client_ip: peer, reason: "proxy_header", error: err.message });
+        socket.on("error", () => {});
+        socket.end("421 4.7.0 PROXY protocol header required\r\n");
+        setTimeout(() => socket.destroy(), 2000).unref();
+        callback(err);
+      },
+    );
+  }
+
   override connect(socket: Socket, socketOptions?: Parameters<SMTPServer["connect"]>[1]): void {
-    const ip = normalizeIp(socket.remoteAddress ?? "");
+    // The client: the load balancer's PROXY header's, or the socket's own peer.
+    const ip = normalizeIp(socketOptions?.remoteAddress ?? socket.remoteAddress ?? "");
     const { config, pipeline } = this.runtime.get();
     const { smtp } = config;
     if (!this.certificateReady) return this.refuse(socket, ip, "421 4.7.0 TLS not available yet, try again later", "no_certificate");
@@ -128,6 +156,11 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
 
   commandTimedOut(conn: RelayConnection): void {
     this.log.info("command timeout", { cid: conn.id, client_ip: conn.remoteAddress });
+  }
+
+  proxyRefused(conn: RelayConnection): void {
+    this.metrics.connectionsRejected.inc({ reason: "proxy_untrusted" });
+    this.log.warn("connection refused", { cid: conn.id, client_ip: conn.remoteAddress, reason: "proxy_untrusted" });
   }
 
   earlyTalker(conn: RelayConnection): void {
