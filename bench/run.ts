@@ -5,7 +5,8 @@
 // Workloads: (a) one connection per message, SESSIONS concurrent; (b) PERSISTENT_SESSIONS
 // sessions that reuse their connection; then IDLE_CONNS idle connections on a fresh relay;
 // (c) "under attack": (a) with sender authentication on, alone and beside a client sending
-// signature-heavy messages (bench/lib/under-attack.ts).
+// signature-heavy messages (bench/lib/under-attack.ts); then the sustained load:
+// SUSTAINED_RATES messages a minute for SUSTAINED_S each, defenses on.
 // See bench/README.md for the knobs and for the same-run comparison with Postfix (compare.sh).
 
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -19,6 +20,7 @@ import { binaryInfo, freePort, startRelay, tmpfsWarning, type Relay } from "./li
 import { findSmtpSink, startServerSink, startSmtpSink, type Sink } from "./lib/sink.ts";
 import { buildMessage, SmtpConn } from "./lib/smtp.ts";
 import { fmt, percentile, sortedCopy, table } from "./lib/stats.ts";
+import { printSustained, runSustained } from "./lib/sustained-run.ts";
 import { DnsServer } from "../tests/helpers/dns.ts";
 import { measureUnderAttack, printUnderAttack } from "./lib/under-attack.ts";
 
@@ -269,18 +271,23 @@ async function main(): Promise<number> {
       if (w.accepted === 0) throw new Error(`the relay accepted none of the warm-up messages (${[...w.errors].map(([e, n]) => `${e}: ${n}`).join(", ")}):\n${relay.logTail()}`);
     }
 
+    const runs = (part: string) => k.only === null || k.only.has(part);
     const work: WorkloadReport[] = [];
-    work.push(await measure("(a) new connection per message", "connect", relay, sink, k, perConnection, k.sessions, payload));
-    work.push(await measure("(b) persistent sessions", "MAIL FROM", relay, sink, k, persistent, k.persistentSessions, payload));
+    if (runs("throughput")) {
+      work.push(await measure("(a) new connection per message", "connect", relay, sink, k, perConnection, k.sessions, payload));
+      work.push(await measure("(b) persistent sessions", "MAIL FROM", relay, sink, k, persistent, k.persistentSessions, payload));
+    }
     const stopped = await relay.stop();
     relay = null;
-    const defended = k.defenses ? await measureDefenses(k, dir, sink, payload) : null;
-    const attacked = await measureUnderAttack(k, BINARY, dir, sinkPort, payload, say);
+    const defended = k.defenses && runs("defenses") && work.length ? await measureDefenses(k, dir, sink, payload) : null;
+    const attacked = runs("attack") ? await measureUnderAttack(k, BINARY, dir, sinkPort, payload, say) : null;
 
-    const idle = k.idleConns > 0 ? await measureIdle(k, dir, sinkPort) : null;
-    printReport(k, binaryLabel, sink.kind, work, idle, stopped.queued);
+    const idle = k.idleConns > 0 && runs("idle") ? await measureIdle(k, dir, sinkPort) : null;
+    const steady = k.sustainedS > 0 && runs("sustained") ? await runSustained(k, BINARY, dir, sink, payload, say) : null;
+    if (work.length || idle) printReport(k, binaryLabel, sink.kind, work, idle, stopped.queued);
     if (defended) printDefenses(work, defended);
     if (attacked) printUnderAttack(attacked, k);
+    if (steady) printSustained(steady, k.sustainedS);
     if (k.jsonOut) {
       const plain = {
         date: new Date().toISOString(),
@@ -303,10 +310,11 @@ async function main(): Promise<number> {
           })),
         },
         queueLeftAfterStop: stopped.queued,
+        sustained: steady?.map(({ result: r, ...rest }) => ({ ...rest, perMinute: r.perMinute, scheduled: r.scheduled, accepted: r.accepted, notStarted: r.notStarted, refusals: Object.fromEntries(r.refusals), seconds: r.seconds, acceptP50Ms: percentile(sortedCopy(r.acceptMs), 50), acceptP99Ms: percentile(sortedCopy(r.acceptMs), 99), rss: r.rss })),
       };
       writeFileSync(k.jsonOut, JSON.stringify(plain, null, 2));
     }
-    const incomplete = work.some((w) => w.e2eSeconds === null || w.load.accepted < w.load.attempted);
+    const incomplete = work.some((w) => w.e2eSeconds === null || w.load.accepted < w.load.attempted) || (steady ?? []).some((r) => r.delivered < r.result.accepted);
     return incomplete ? 1 : 0;
   } finally {
     if (relay) await relay.stop();

@@ -2,7 +2,9 @@
 # Nightly hot backup for cron: asks the running relay for a backup through the admin API.
 #   scripts/backup.sh [TOKEN_FILE] [ADMIN_URL]
 # Defaults: /etc/mailraven/admin.token and http://127.0.0.1:8025. Prints the backup's JSON
-# (path, bytes, sha256, duration) and exits 0; on any failure prints why and exits non-zero.
+# (its path and its manifest: every file with size and sha256) and exits 0; on any failure
+# prints why and exits non-zero. The relay's mailraven_backup_last_success_timestamp_seconds
+# follows each good backup (alert: contrib/prometheus/mailraven-rules.yml).
 #   0 2 * * *  mailraven  /usr/local/share/mailraven/backup.sh >> /var/log/mailraven-backup.log 2>&1
 set -euo pipefail
 token_file=${1:-/etc/mailraven/admin.token}

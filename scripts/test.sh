@@ -2,7 +2,8 @@
 # `npm test`: install what the tests need, then type-check, build and run every test.
 # Needs: npm packages (Bun comes from npm), and Debian's swaks, postfix (for smtp-source),
 # openssl, dnsmasq (the tests' DNS server), spamd, clamd, apparmor_parser, curl, pebble
-# (Let's Encrypt's ACME test server), strace (the fsync-order test traces the relay),
+# (Let's Encrypt's ACME test server), strace (the fsync-order test traces the relay), prometheus
+# (promtool checks the alert rules, and a Prometheus evaluates the dashboard's queries),
 # redis-server and haproxy (several nodes sharing Redis behind a load balancer), and
 # for the system test (tests/system: a Debian root booted with systemd, run as root only)
 # debootstrap and systemd-nspawn; missing Debian packages are installed with apt-get (as root,
@@ -30,6 +31,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -37,7 +39,19 @@ if [ ${#need[@]} -gt 0 ]; then
   # "No configuration": the package brings smtp-source and starts no mail system.
   echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
   $sudo apt-get update -q
+  # On a host with systemd, installing spamd, clamav-daemon or prometheus would start their
+  # services (prometheus on port 9090). The tests run their own instances on loopback, so
+  # the install is told not to start any (Debian's policy-rc.d, honoured by invoke-rc.d and
+  # deb-systemd-invoke), unless the host already has a policy of its own.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\n# mailraven test install: start no services\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 0755 "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+  if [ -n "$policy" ]; then $sudo rm -f "$policy"; trap - EXIT; fi
 fi
 
 export PATH="$PWD/node_modules/.bin:$PATH"

@@ -2,9 +2,11 @@
 
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
-import { restoreBackup, RestoreError } from "./backup/restore.ts";
-import { BackupError, createBackup } from "./backup/snapshot.ts";
-import { adminClient, CliError } from "./cli/admin-client.ts";
+import { RestoreError } from "./backup/restore.ts";
+import { UnsafePathError } from "./backup/safe-fs.ts";
+import { BackupError } from "./backup/snapshot.ts";
+import { backupCommand, restoreCommand } from "./cli/backup-cmd.ts";
+import { CliError } from "./cli/admin-client.ts";
 import { queueCommand } from "./cli/queue-cmd.ts";
 import { blockCommand, greylistCommand } from "./cli/policy-cmd.ts";
 import { clusterCommand } from "./cli/cluster-cmd.ts";
@@ -32,6 +34,8 @@ const PARSE_OPTIONS = {
   json: { type: "boolean" },
   offline: { type: "boolean" },
   force: { type: "boolean" },
+  verify: { type: "string" },
+  only: { type: "string", multiple: true },
   bounce: { type: "boolean" },
   silent: { type: "boolean" },
   state: { type: "string" },
@@ -79,7 +83,6 @@ async function main(argv: string[]): Promise<number> {
   const source: ConfigSource = v["embedded-config"] ? { kind: "embedded" } : { kind: "file", path: resolve(v.config ?? DEFAULT_CONFIG_PATH) };
   const configArgs = source.kind === "embedded" ? ["--embedded-config"] : ["--config", source.path];
   const out = (s: string) => process.stdout.write(s);
-  const json = (o: unknown) => out(`${JSON.stringify(o, null, 2)}\n`);
 
   switch (command) {
     case "reload":
@@ -121,24 +124,10 @@ async function main(argv: string[]): Promise<number> {
       return clusterCommand(loadConfig(source), { json: !!v.json }, out);
     case "queue":
       return queueCommand(loadConfig(source), { positionals: rest, json: !!v.json, state: v.state, domain: v.domain?.[0], olderThan: v["older-than"], limit: v.limit, after: v.after, bounce: !!v.bounce, silent: !!v.silent }, out);
-    case "backup": {
-      const config = loadConfig(source);
-      const result = v.offline
-        ? await createBackup(config.stateDir, config.backup.dir, config.backup.keep)
-        : ((await adminClient(config).request("POST", "/admin/backup")) as { path: string; bytes: number; messages: number; duration_ms: number });
-      if (v.json) json(result);
-      else out(`backup written to ${result.path} (${result.bytes} bytes, ${result.messages} queued message(s), ${result.duration_ms} ms)\n`);
-      return 0;
-    }
-    case "restore": {
-      const [from] = rest;
-      if (!from) throw new CliError("mailraven restore needs the backup directory, e.g. /var/lib/mailraven/backups/mailraven-20261121T020000Z");
-      const config = loadConfig(source);
-      const result = restoreBackup(resolve(from), config.stateDir, !!v.force);
-      if (v.json) json(result);
-      else out(`restored ${result.messages} message(s) from ${result.restored_from}${result.previous_state_kept_in ? `; the previous queue is in ${result.previous_state_kept_in}` : ""}\n`);
-      return 0;
-    }
+    case "backup":
+      return backupCommand(loadConfig(source), { offline: !!v.offline, verify: v.verify, json: !!v.json, configPath: source.kind === "file" ? source.path : null, version: VERSION }, out);
+    case "restore":
+      return restoreCommand(loadConfig(source), { positionals: rest, force: !!v.force, only: v.only ?? [], json: !!v.json, configPath: source.kind === "file" ? source.path : null }, out);
     case "sink": {
       const log = createLogger("info", stdoutWriter(process.env.JOURNAL_STREAM));
       const [host, port] = splitHostPort(v.listen ?? "127.0.0.1:2526");
@@ -183,7 +172,7 @@ function exitStatus(err: unknown): number {
     writeError(`mailraven: ${e.message}\n`);
     return 78;
   }
-  const expected = err instanceof CliError || err instanceof RestoreError || err instanceof BackupError || err instanceof UserError || err instanceof ApiKeyError || err instanceof StateLocked || /^cannot listen/.test(e.message ?? "");
+  const expected = err instanceof CliError || err instanceof RestoreError || err instanceof BackupError || err instanceof UnsafePathError || err instanceof UserError || err instanceof ApiKeyError || err instanceof StateLocked || /^cannot listen/.test(e.message ?? "");
   writeError(`mailraven: ${expected ? e.message : (e.stack ?? e)}\n`);
   return 1;
 }

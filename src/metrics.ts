@@ -23,6 +23,7 @@ export function createMetrics() {
     connectionsTotal: new Counter({ name: "mailraven_smtp_connections_total", help: "SMTP connections accepted into a session", registers: r }),
     connectionsRejected: new Counter({ name: "mailraven_smtp_connections_rejected_total", help: "SMTP connections refused before a session", labelNames: ["reason"], registers: r }),
     messagesAccepted: new Counter({ name: "mailraven_messages_accepted_total", help: "Messages queued and acknowledged with 250", registers: r }),
+    messagesAcceptedTls: new Counter({ name: "mailraven_messages_accepted_tls_total", help: "Messages acknowledged with 250 in a TLS session (STARTTLS or port 465)", registers: r }),
     messagesRejected: new Counter({ name: "mailraven_messages_rejected_total", help: "Recipients or messages refused with 5xx, by stage and reason", labelNames: ["stage", "reason"], registers: r }),
     messagesDeferred: new Counter({ name: "mailraven_messages_deferred_total", help: "Recipients or messages refused with 4xx, by stage and reason", labelNames: ["stage", "reason"], registers: r }),
     acceptSeconds: new Histogram({
@@ -32,6 +33,7 @@ export function createMetrics() {
       registers: r,
     }),
     deliveryAttempts: new Counter({ name: "mailraven_delivery_attempts_total", help: "Recipient delivery attempts by route and outcome", labelNames: ["route", "outcome"], registers: r }),
+    deliveriesTls: new Counter({ name: "mailraven_deliveries_tls_total", help: "Recipients delivered over a TLS connection to the next hop", registers: r }),
     deliverySeconds: new Histogram({
       name: "mailraven_delivery_latency_seconds",
       help: "Time from acceptance to final delivery of a recipient",
@@ -50,6 +52,10 @@ export function createMetrics() {
     authAttempts: new Counter({ name: "mailraven_smtp_auth_total", help: "SMTP AUTH attempts by result (ok, failed, blocked, busy, rate_limited)", labelNames: ["result"], registers: r }),
     earlyTalkers: new Counter({ name: "mailraven_smtp_early_talkers_total", help: "Clients that sent before the greeting and were refused", registers: r }),
     failOpen: new Counter({ name: "mailraven_check_fail_open_total", help: "Mail let through (or left unsigned) because an optional check failed: clamd, spamd, authentication, dkim_sign, dnsbl", labelNames: ["check"], registers: r }),
+    syncViolations: new Counter({ name: "mailraven_smtp_sync_violations_total", help: "Sessions closed for RFC 2920 protocol synchronisation errors, by the command the input followed", labelNames: ["after"], registers: r }),
+    sessionsCut: new Counter({ name: "mailraven_smtp_sessions_cut_total", help: "Sessions closed for a deadline or the error limit (command, rate, data, errors)", labelNames: ["reason"], registers: r }),
+    stress: new Gauge({ name: "mailraven_smtp_stress", help: "1 while a listener is in stress mode", labelNames: ["listener"], registers: r }),
+    lowDiskRefusals: new Counter({ name: "mailraven_smtp_insufficient_storage_total", help: "MAIL FROM or messages refused with 452 4.3.1 (free space below queue.min_free_space, or a write failed)", registers: r }),
     adminAuthFailures: new Counter({ name: "mailraven_admin_auth_failures_total", help: "Admin API requests refused for a missing or wrong token", registers: r }),
   };
 }

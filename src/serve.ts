@@ -5,6 +5,8 @@
 import { createAdminApp } from "./admin/app.ts";
 import { requestIp, startAdminServer, type AdminServer } from "./admin/server.ts";
 import { BackupRunner } from "./backup/runner.ts";
+import { newestBackupTime } from "./backup/last-success.ts";
+import { registerCertificateExpiry } from "./tls-expiry.ts";
 import type { Config } from "./config/types.ts";
 import { DeliveryWorker } from "./deliver/worker.ts";
 import { Live } from "./live.ts";
@@ -12,6 +14,7 @@ import type { Logger } from "./log.ts";
 import { createMetrics, registerPolicyGauge, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
 import { bounceFor } from "./queue/bounce.ts";
 import { QueueStore } from "./queue/store.ts";
+import { DiskSpace } from "./queue/disk-space.ts";
 import { buildRuntime, withAcmeCertificate, type Runtime } from "./runtime.ts";
 import { AcmeManager } from "./acme/manager.ts";
 import { assertLibraryCompatible } from "./smtp/connection-adapter.ts";
@@ -52,6 +55,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   const users = config.submission ? UserStore.open(config.stateDir) : null;
   const authGuard = config.submission ? new AuthGuard(config.submission, policy, log) : null;
   const apiKeys = config.api ? ApiKeyStore.open(config.stateDir) : null;
+  const disk = new DiskSpace(config.stateDir, () => runtime.get().config.queue.minFreeSpace);
   const services = pipelineServices(policy, users, metrics, log);
   const acme = new AcmeManager({ config: () => runtime.get().config.acme, install: (material) => installAcmeCertificate(runtime, material, log), log });
   // The cached ACME certificate is read before the runtime is built, so the listeners start with it.
@@ -69,6 +73,10 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   registerQueueGauges(metrics, store);
   registerProcessMetrics(metrics, version);
   registerPolicyGauge(metrics, policyDb);
+  registerCertificateExpiry(metrics, () => runtime.get());
+  // The newest good backup survives restarts: its manifest says when it was made.
+  const lastBackup = newestBackupTime(config.backup.dir);
+  if (lastBackup !== null) metrics.backupLastSuccess.set(lastBackup);
   const worker = new DeliveryWorker({ config: () => runtime.get().config, store, log, metrics, stsStore: policy });
   const listeners: SmtpListener[] = [];
   let admin: AdminServer | null = null;
@@ -87,13 +95,14 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   };
 
   try {
-    const sessionDeps = { runtime, store, log, metrics, users, authGuard, onQueued: () => worker.wake(), pregreet: policy };
+    const sessionDeps = { runtime, store, disk, log, metrics, users, authGuard, onQueued: () => worker.wake(), pregreet: policy };
     for (const address of config.smtp.listen) listeners.push(await startSmtpListener(address, sessionDeps, "mx"));
     for (const address of config.submission?.starttls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "submission"));
     for (const address of config.submission?.implicitTls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "smtps"));
     if (config.admin.listen) {
       const app = createAdminApp({
         store,
+        disk,
         policy,
         users,
         apiKeys,
@@ -101,7 +110,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         metrics,
         wake: () => worker.wake(true),
         remove,
-        backups: new BackupRunner(store, metrics, () => [...opts.configArgs]),
+        backups: new BackupRunner(store, metrics, () => [...opts.configArgs], log),
         token: () => runtime.get().config.admin.token?.value ?? null,
         clientIp: requestIp,
         listenersUp: () => listeners.length,

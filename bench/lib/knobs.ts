@@ -38,6 +38,23 @@ export interface Knobs {
   readonly jsonOut: string | null;
   /** The "under attack" workload (ATTACK=0 skips it): normal messages per phase, and the attacker's message. */
   readonly attack: { readonly messages: number; readonly signatures: number; readonly bodyBytes: number; readonly rounds: number } | null;
+  /** Sustained-load rates, messages per minute (each run on a fresh relay with the defenses on). */
+  readonly sustainedRates: readonly number[];
+  /** Seconds each sustained rate runs (0 skips the sustained workload). */
+  readonly sustainedS: number;
+  /** Run only these parts: throughput (a, b), defenses, attack, idle, sustained; null runs them all. */
+  readonly only: ReadonlySet<string> | null;
+}
+
+const PARTS = ["throughput", "defenses", "attack", "idle", "sustained"];
+
+function list(name: string, fallback: string, parse: (item: string) => number | string | null): (number | string)[] {
+  const raw = process.env[name]?.trim() || fallback;
+  return raw.split(",").map((item) => {
+    const v = parse(item.trim());
+    if (v === null) throw new Error(`${name}=${raw}: "${item}" is not valid`);
+    return v;
+  });
 }
 
 export function readKnobs(): Knobs {
@@ -65,5 +82,8 @@ export function readKnobs(): Knobs {
             bodyBytes: num("ATTACK_BODY", 2 * 1024 * 1024, 0, 50 * 1024 * 1024),
             rounds: num("ATTACK_ROUNDS", 3, 1, 20),
           },
+    sustainedRates: list("SUSTAINED_RATES", "1000,10000", (i) => (/^\d+$/.test(i) && Number(i) >= 1 && Number(i) <= 1_000_000 ? Number(i) : null)) as number[],
+    sustainedS: num("SUSTAINED_S", 60, 0, 86_400),
+    only: process.env.ONLY?.trim() ? new Set(list("ONLY", "", (i) => (PARTS.includes(i) ? i : null)) as string[]) : null,
   };
 }

@@ -3,7 +3,7 @@
 
 import { Hono } from "hono";
 import type { BackupRunner } from "../backup/runner.ts";
-import { BackupBusy } from "../backup/runner.ts";
+import { BackupBusy, BackupFailed } from "../backup/runner.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { bearerAuth } from "./auth.ts";
@@ -16,6 +16,7 @@ import { userRoutes } from "./user-routes.ts";
 import { apiKeyRoutes } from "./apikey-routes.ts";
 import { clusterRoutes, type ClusterView } from "./cluster-routes.ts";
 import type { ApiKeyStore } from "../api/keys.ts";
+import type { DiskSpace } from "../queue/disk-space.ts";
 
 export interface AdminDeps extends QueueRouteDeps {
   /** This node's policy state, or the cluster's. */
@@ -29,6 +30,8 @@ export interface AdminDeps extends QueueRouteDeps {
   readonly clientIp: (req: Request, env: unknown) => string;
   /** Readiness beyond the queue: e.g. the SMTP listeners are up. */
   readonly listenersUp: () => number;
+  /** The state directory's free space (queue.min_free_space); absent: not checked. */
+  readonly disk?: DiskSpace;
   /** The cluster this node is part of (or this node alone). */
   readonly cluster: ClusterView;
 }
@@ -37,13 +40,16 @@ export function createAdminApp(deps: AdminDeps): Hono {
   const app = new Hono();
 
   app.get("/health", (c) => {
-    const queueWritable = deps.store.writable();
     const listeners = deps.listenersUp();
-    const ok = queueWritable && listeners > 0;
-    // Without Redis the node still takes mail, on its own state: degraded, not down.
-    const redis = deps.cluster.enabled ? { redis: deps.cluster.redisUp() ? "up" : "down" } : {};
-    const status = !ok ? "unavailable" : redis.redis === "down" ? "degraded" : "ok";
-    return c.json({ status, queue_writable: queueWritable, smtp_listeners: listeners, ...redis }, ok ? 200 : 503);
+    // A real write (the database lock, and a synced file) rather than trust: a full disk still grants the lock.
+    const queueWritable = deps.store.writable() && (deps.disk?.writable() ?? true);
+    const lowSpace = deps.disk?.low() ?? false;
+    const status = listeners === 0 ? "unavailable" : !queueWritable || lowSpace ? "degraded" : "ok";
+    const disk = deps.disk ? { disk_free_bytes: deps.disk.freeBytes(), low_disk_space: lowSpace } : {};
+    // Without Redis the node still takes mail, on its own state: reported, but never a reason
+    // for a load balancer's health check to take every node out at once.
+    const redis = deps.cluster.enabled ? { redis: deps.cluster.redisUp() ? "up" : "down", degraded: !deps.cluster.redisUp() } : {};
+    return c.json({ status, queue_writable: queueWritable, ...disk, smtp_listeners: listeners, ...redis }, status === "ok" ? 200 : 503);
   });
 
   app.get("/metrics", async (c) => {
@@ -66,8 +72,8 @@ export function createAdminApp(deps: AdminDeps): Hono {
       return c.json(result);
     } catch (err) {
       if (err instanceof BackupBusy) throw new ApiError(409, "backup_running", err.message);
-      deps.log.error("backup failed", { error: err });
-      throw new ApiError(500, "backup_failed", `backup failed: ${(err as Error).message}`);
+      // The runner logged the details; the answer names no path and has no stack trace.
+      throw new ApiError(500, "backup_failed", err instanceof BackupFailed ? `backup failed: ${err.message}` : "backup failed; see the log");
     }
   });
 

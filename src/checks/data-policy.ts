@@ -1,4 +1,4 @@
-// DATA stage checks on the received body: the size limit and bare line endings.
+// DATA stage checks on the received body: the size limits, NUL octets and bare line endings.
 
 import { ACCEPT, reject, type Verdict } from "../verdict.ts";
 import type { DataContext } from "./types.ts";
@@ -6,6 +6,19 @@ import type { DataContext } from "./types.ts";
 export function messageSize(maxSize: number) {
   return (ctx: DataContext): Verdict =>
     ctx.sizeExceeded ? reject(552, "5.3.4", `Message size exceeds fixed limit of ${maxSize} bytes`, "message too large") : ACCEPT;
+}
+
+/** A header section over its limits is refused rather than passed on unexamined. */
+export function headerSize(maxField: number, maxSection: number) {
+  return (ctx: DataContext): Verdict =>
+    ctx.headerTooLarge
+      ? reject(552, "5.3.4", `Message header exceeds fixed limit (${maxField} bytes per field, ${maxSection} bytes in all)`, "header too large")
+      : ACCEPT;
+}
+
+/** NUL octets with smtp.nul_bytes: reject (Postfix's message_reject_characters). */
+export function nulOctets(ctx: DataContext): Verdict {
+  return ctx.nulOctets ? reject(550, "5.6.0", "Message contains NUL characters, which SMTP does not allow", "nul octets") : ACCEPT;
 }
 
 /** Too many Received: headers means the message is going round in circles (RFC 5321 6.3). */

@@ -4,7 +4,7 @@
 //   connect -> blocklist, connection rate, DNS lists      (before the greeting, in parallel with its delay)
 //   mail    -> rate limits
 //   rcpt    -> relay policy, recipient validation, greylisting   (nothing is written for unknown recipients)
-//   data    -> size, bare newlines, hop count
+//   data    -> size, header size, NUL octets, bare newlines, hop count
 //   content -> SPF/DKIM/DMARC/ARC, clamd, spamd           (may add and remove headers)
 //   queue   -> queue/store.ts commits; deliver -> deliver/worker.ts
 
@@ -26,7 +26,7 @@ import { userRateLimit } from "./submission/user-rate-limit.ts";
 import { blocklistCheck } from "./connect/blocklist.ts";
 import { connectionRateCheck } from "./connect/connection-rate.ts";
 import { dnsblCache, dnsblCheck, type DnsblCache } from "./connect/dnsbl.ts";
-import { bareNewline, hopCount, messageSize } from "./data-policy.ts";
+import { bareNewline, headerSize, hopCount, messageSize, nulOctets } from "./data-policy.ts";
 import { greylistCache, greylistCheck, type GreylistCache } from "./envelope/greylist.ts";
 import { rateLimitCheck } from "./envelope/rate-limit.ts";
 import { relayPolicy } from "./relay-policy.ts";
@@ -199,7 +199,7 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
     connectSubmission,
     mail,
     rcpt,
-    data: [messageSize(config.smtp.maxMessageSize), bareNewline, hopCount(config.smtp.maxHops)],
+    data: [messageSize(config.smtp.maxMessageSize), headerSize(config.smtp.maxHeaderSize, config.smtp.maxHeaderSection), nulOctets, bareNewline, hopCount(config.smtp.maxHops)],
     content,
     signer,
     signs: (client, head) => signing !== null && signsFor(signing, client, head),

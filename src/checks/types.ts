@@ -47,6 +47,10 @@ export interface DataContext {
   readonly bareNewline: boolean;
   /** Received: headers already in the message. */
   readonly hops: number;
+  /** NUL octets were found and smtp.nul_bytes is "reject". */
+  readonly nulOctets: boolean;
+  /** A header field or the header section went over smtp.max_header_size / max_header_section. */
+  readonly headerTooLarge: boolean;
 }
 
 export type Check<C> = (ctx: C) => Verdict | Promise<Verdict>;

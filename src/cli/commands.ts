@@ -97,10 +97,10 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     },
   },
   backup: {
-    forms: { "": { options: ["offline", "json"], does: "hot backup through the admin API (or directly on the state directory with --offline); prints where it went" } },
+    forms: { "": { options: ["offline", "verify", "json"], does: "whole-service backup (queue, policy.db, DKIM keys, ACME, configuration) through the admin API, or directly with --offline; --verify DIR checks one against its manifest" } },
   },
   restore: {
-    forms: { "": { operands: "BACKUP", count: [1, 1], options: ["force", "json"], does: "put a backup in place of the queue (relay stopped; the current queue is kept aside; --force if one exists)" } },
+    forms: { "": { operands: "BACKUP", count: [1, 1], options: ["force", "only", "json"], does: "put a backup in place (relay stopped; what it replaces is kept aside; --force if state exists)" } },
   },
   sink: { config: false, forms: { "": { options: ["listen", "dir"], does: "run a local test next hop that stores every message it receives" } } },
   version: { config: false, forms: { "": { does: "print the version" } } },
@@ -129,6 +129,8 @@ const OPTIONS: Readonly<Record<string, readonly [string, string]>> = {
   for: ["--for DURATION", "block for this long, e.g. 24h (default: until removed)"],
   reason: ["--reason TEXT", "why, shown in block ls"],
   offline: ["--offline", "work on the state directory directly instead of through the admin API"],
+  verify: ["--verify DIR", "check the backup in DIR against its manifest without restoring it"],
+  only: ["--only PART,...", "restore only these parts: queue, policy, dkim, acme"],
   listen: ["--listen HOST:PORT", "address to listen on (default 127.0.0.1:2526)"],
   dir: ["--dir PATH", "where to store messages (default ./data/sink)"],
 };

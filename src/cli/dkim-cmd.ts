@@ -2,8 +2,8 @@
 // that publish them, printed in zone-file form. Works on the files directly (no admin API):
 // a running relay picks up changes with the next message (src/dkim/keys.ts).
 
-import { statSync } from "node:fs";
 import type { Config } from "../config/types.ts";
+import { dropToOwnerOf } from "../backup/safe-fs.ts";
 import { activateSelector, DkimKeyError, generateKeys, publishedRecords, type KeyKind, type TxtRecord } from "../dkim/keys.ts";
 import { CliError } from "./admin-client.ts";
 import { UsageError } from "./commands.ts";
@@ -26,13 +26,16 @@ export function defaultSelector(now: Date): string {
 export async function dkimCommand(config: Config, a: DkimArgs, out: (s: string) => void, now = new Date()): Promise<number> {
   const dir = config.outbound.dkimDir;
   const [verb, domain, operand] = a.positionals;
+  // Run as root (sudo), become the relay's user first: the keys are then its own, made
+  // without chown and without root's power to write anywhere (and AppArmor grants no more).
+  if (verb === "keygen" || verb === "activate") dropToOwnerOf(config.stateDir);
   try {
     switch (verb) {
       case "keygen": {
         if (!domain || operand !== undefined) throw new UsageError("mailraven dkim keygen takes one DOMAIN", "dkim");
         if (a.rsaOnly && a.ed25519Only) throw new UsageError("--rsa-only and --ed25519-only exclude each other", "dkim");
         const kinds: KeyKind[] = a.rsaOnly ? ["rsa"] : a.ed25519Only ? ["ed25519"] : ["rsa", "ed25519"];
-        const r = generateKeys(dir, domain, a.selector ?? defaultSelector(now), kinds, { force: a.force, owner: relayOwner(config) });
+        const r = generateKeys(dir, domain, a.selector ?? defaultSelector(now), kinds, { force: a.force });
         if (a.json) out(json({ domain: r.domain, selector: r.selector, active: r.active, active_selector: r.activeSelector, replaced: r.replaced, records: r.records.map(jsonRecord) }));
         else out(`${keygenNote(r.domain, r.selector, r.active, r.activeSelector, r.replaced, r.records[0]!.name).map((l) => `; ${l}\n`).join("")}${r.records.map(zoneLine).join("")}`);
         return 0;
@@ -40,7 +43,7 @@ export async function dkimCommand(config: Config, a: DkimArgs, out: (s: string) 
       case "activate": {
         const selector = operand ?? a.selector;
         if (!domain || !selector) throw new UsageError("mailraven dkim activate needs DOMAIN and SELECTOR", "dkim");
-        const keys = activateSelector(dir, domain, selector, relayOwner(config));
+        const keys = activateSelector(dir, domain, selector);
         if (a.json) out(json({ domain: keys.domain, active_selector: keys.selector, keys: keys.keys.map((k) => ({ selector: k.selector, algorithm: k.algorithm })) }));
         else out(`${keys.domain}: mail is signed with selector ${keys.selector} from the next message on (${keys.keys.map((k) => `${k.algorithm} as s=${k.selector}`).join(", ")})\n`);
         return 0;
@@ -59,13 +62,6 @@ export async function dkimCommand(config: Config, a: DkimArgs, out: (s: string) 
     if (err instanceof DkimKeyError) throw new CliError(err.message);
     throw err;
   }
-}
-
-/** Run as root (with sudo), new files would be unreadable to the relay: give them to the state directory's owner. */
-function relayOwner(config: Config): { uid: number; gid: number } | null {
-  if (process.getuid?.() !== 0) return null;
-  const st = statSync(config.stateDir, { throwIfNoEntry: false });
-  return st ? { uid: st.uid, gid: st.gid } : null;
 }
 
 function keygenNote(domain: string, selector: string, active: boolean, activeSelector: string, replaced: readonly KeyKind[], firstName: string): string[] {

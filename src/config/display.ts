@@ -28,6 +28,13 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       tls: c.smtp.tls ? { cert_file: c.smtp.tls.certFile, key_file: c.smtp.tls.keyFile } : null,
       ipv6_prefix_length: c.smtp.ipv6PrefixLength,
       proxy_protocol: { trusted: c.smtp.proxyProtocol.trusted.map((x) => x.text) },
+      data_timeout: formatDuration(c.smtp.dataTimeoutMs),
+      min_data_rate: c.smtp.minDataRate,
+      nul_bytes: c.smtp.nulBytes,
+      max_header_size: size(c.smtp.maxHeaderSize),
+      max_header_section: size(c.smtp.maxHeaderSection),
+      error_limit: c.smtp.errorLimit,
+      stress: { threshold: c.smtp.stress.threshold, timeout: formatDuration(c.smtp.stress.timeoutMs), error_limit: c.smtp.stress.errorLimit },
     },
     relay: {
       domains: Object.fromEntries([...c.relay.domains].map(([d, r]) => [d, c.domainPolicy.has(d) ? { route: r.uri, ...policyView(c.domainPolicy.get(d)!), ...recipientsView(c.relay.recipients.get(d)) } : r.uri])),
@@ -39,6 +46,7 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       retry_schedule: c.queue.retryScheduleMs.map(formatDuration),
       inline_max_size: size(c.queue.inlineMaxSize),
       delay_warning: formatDuration(c.queue.delayWarningMs),
+      min_free_space: size(c.queue.minFreeSpace),
     },
     delivery: {
       concurrency_per_route: c.delivery.concurrencyPerRoute,
@@ -53,7 +61,7 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       token: c.admin.token ? `(redacted, from ${c.admin.token.source})` : null,
       tls: c.admin.tls ? { cert_file: c.admin.tls.certFile, key_file: c.admin.tls.keyFile } : null,
     },
-    backup: { dir: c.backup.dir, keep: c.backup.keep },
+    backup: { dir: c.backup.dir, keep: c.backup.keep, include_secrets: c.backup.includeSecrets },
     dns: {
       servers: c.dns.servers.map((s) => hostPort(s.host, s.port)),
       timeout: formatDuration(c.dns.timeoutMs),

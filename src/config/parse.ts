@@ -17,6 +17,7 @@ import { checkAcmePrecedence, parseAcme } from "./acme.ts";
 import { parseCluster, parseProxyProtocol } from "./cluster.ts";
 import { domainRecipients, parseRecipientVerification, RECIPIENT_KEYS } from "./recipients.ts";
 import type { DomainRecipients } from "./types.ts";
+import { minFreeSpace, SMTP_HARDENING_KEYS, smtpHardening } from "./smtp-hardening.ts";
 
 // Gives up after about 5 days (5d 8h), as RFC 5321 4.5.4.1 asks ("at least 4-5 days").
 const DEFAULT_RETRY_SCHEDULE = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "16h", "24h", "24h", "24h", "24h"];
@@ -54,12 +55,13 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     "listen", "max_connections", "max_connections_per_ip", "idle_timeout", "command_timeout", "max_message_size",
     "max_recipients", "max_line_length", "max_hops", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls", "ipv6_prefix_length",
     "proxy_protocol",
+    ...SMTP_HARDENING_KEYS,
   ]);
   const relayObj = r.section(top.relay, "relay", ["domains", "relay_networks", "smarthost", "recipient_verification"]);
-  const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size", "delay_warning"]);
+  const queueObj = r.section(top.queue, "queue", ["retry_schedule", "inline_max_size", "delay_warning", "min_free_space"]);
   const deliveryObj = r.section(top.delivery, "delivery", ["concurrency_per_route", "connect_timeout", "timeout", "idle_connection_ttl"]);
   const adminObj = r.section(top.admin, "admin", ["enabled", "listen", "token", "token_file", "token_env", "tls"]);
-  const backupObj = r.section(top.backup, "backup", ["dir", "keep"]);
+  const backupObj = r.section(top.backup, "backup", ["dir", "keep", "include_secrets"]);
   const stateDir = resolve(env.cwd, r.string(top, "state_dir", "", "/var/lib/mailraven"));
   const smtpTls = tlsFiles(r, smtpObj.tls, "smtp.tls", env.cwd);
   const defenses = parseDefenses(r, top.defenses, hostname.toLowerCase());
@@ -94,6 +96,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       // Postfix 3.8's smtpd_client_ipv6_prefix_length: one subscriber's /64 is one client.
       ipv6PrefixLength: r.int(smtpObj, "ipv6_prefix_length", "smtp", 64, 16, 128),
       proxyProtocol: parseProxyProtocol(r, smtpObj.proxy_protocol),
+      ...smtpHardening(r, smtpObj),
     },
     relay: {
       domains: domains(r, relayObj, domainPolicy, recipients, secrets.readFile),
@@ -107,6 +110,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       inlineMaxSize: r.size(queueObj, "inline_max_size", "queue", 128 * 1024, 0),
       // Postfix's delay_warning_time, on by default here: senders hear of mail stuck for hours.
       delayWarningMs: r.duration(queueObj, "delay_warning", "queue", 4 * 3_600_000),
+      minFreeSpace: minFreeSpace(r, queueObj, smtpObj),
     },
     delivery: {
       // Postfix's default_destination_concurrency_limit.
@@ -119,6 +123,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     backup: {
       dir: resolve(env.cwd, r.string(backupObj, "dir", "backup", resolve(stateDir, "backups"))),
       keep: r.int(backupObj, "keep", "backup", 7, 1, 10_000),
+      includeSecrets: backupObj.include_secrets == null || typeof backupObj.include_secrets === "boolean" ? !!backupObj.include_secrets : (r.fail("backup.include_secrets", "true or false", backupObj.include_secrets) ?? false),
     },
     dns: parseDns(r, top.dns, () => systemServers(env.resolvConf ?? readResolvConf())),
     defenses,

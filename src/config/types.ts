@@ -43,6 +43,20 @@ export interface SmtpConfig {
   readonly ipv6PrefixLength: number;
   /** Load balancers whose PROXY header (v1 or v2) gives the client's address; empty: none. */
   readonly proxyProtocol: { readonly trusted: readonly Cidr[] };
+  /** Message content (DATA, or all the chunks of BDAT) must arrive within this. */
+  readonly dataTimeoutMs: number;
+  /** Bytes per second content must keep arriving at (Postfix's smtpd_min_data_rate); 0: none. */
+  readonly minDataRate: number;
+  /** NUL octets in content: removed, or the message refused (Postfix's message_strip_characters / message_reject_characters). */
+  readonly nulBytes: "strip" | "reject";
+  /** One header field, folded lines included (Postfix's header_size_limit); larger: 552 5.3.4. */
+  readonly maxHeaderSize: number;
+  /** The whole header section; larger: 552 5.3.4. */
+  readonly maxHeaderSection: number;
+  /** Error replies without a message accepted before the session is closed (Postfix's smtpd_hard_error_limit). */
+  readonly errorLimit: number;
+  /** A listener this full (percent of max_connections; 0: never) is under stress: shorter limits below. */
+  readonly stress: { readonly threshold: number; readonly timeoutMs: number; readonly errorLimit: number };
 }
 
 /** Which recipients of one relay domain exist (config/recipients.ts). */
@@ -88,6 +102,8 @@ export interface QueueConfig {
   readonly inlineMaxSize: number;
   /** A recipient still deferred this long after arrival gets its sender one delay warning; 0: never. */
   readonly delayWarningMs: number;
+  /** Free space the state directory keeps; below it MAIL gets "452 4.3.1" (Postfix's queue_minfree). */
+  readonly minFreeSpace: number;
 }
 
 export interface DeliveryConfig {
@@ -108,6 +124,8 @@ export interface AdminConfig {
 export interface BackupConfig {
   readonly dir: string;
   readonly keep: number;
+  /** Copy the files that *_file keys name for secrets (TLS keys, token files) into backups. */
+  readonly includeSecrets: boolean;
 }
 
 /** A secret with where it came from; only `source` is ever printed. */

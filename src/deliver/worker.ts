@@ -256,6 +256,7 @@ export class DeliveryWorker {
     } finally {
       for (const r of job.recipients) this.inFlight.delete(r.rowId);
     }
+    if (used.peer?.tls) this.deps.metrics.deliveriesTls.inc(results.filter((r) => r.kind === "ok").length);
     log.info("delivery attempt", {
       queue_id: job.messageId,
       route: job.route.uri,

@@ -1,24 +1,36 @@
-// Collects a DATA stream into the two parts the queue stores: the client's header section,
-// kept in memory so content checks can add and remove headers, and the body, kept in memory
-// up to inlineMax and spilled to a spool file beyond it. Also counts bytes against the size
-// limit, notes bare LF / bare CR, and counts Received: headers (hops).
+// Collects a DATA stream (or the chunks of BDAT) into the two parts the queue stores: the
+// client's header section, kept in memory so content checks can add and remove headers, and
+// the body, kept in memory up to inlineMax and spilled to a spool file beyond it. Also counts
+// bytes against the size limit, notes bare LF / bare CR, strips (or notes) NUL octets, holds
+// the header section to its limits, and counts Received: headers (hops). A message that is
+// going to be refused is read on (the session stays in sync) but nothing more of it is kept.
 
 import { Readable } from "node:stream";
 import { createReadStream } from "node:fs";
 import type { Spool, SpoolWriter } from "../queue/spool.ts";
 import { ContentScan } from "../mime/scan.ts";
+import { HeaderScanner } from "./header-scan.ts";
 
 const CR = 0x0d;
 const LF = 0x0a;
-/** A header section longer than this is stored as body: not inspected, not edited. */
-export const HEADER_LIMIT = 256 * 1024;
+
+export interface ContentLimits {
+  /** One header field with its folded lines (Postfix's header_size_limit). */
+  readonly maxHeaderSize: number;
+  /** The whole header section. */
+  readonly maxHeaderSection: number;
+  /** NUL octets are removed ("strip") or make the message refused ("reject"). */
+  readonly nulBytes: "strip" | "reject";
+}
+
+const DEFAULT_LIMITS: ContentLimits = { maxHeaderSize: 100 * 1024, maxHeaderSection: 1024 * 1024, nulBytes: "strip" };
 
 export class BodyCollector {
   private headChunks: Uint8Array[] = [];
   private headLength = 0;
-  private headTail: Buffer = Buffer.alloc(0);
-  /** Set once the header section is complete; null if it was too long to keep apart. */
+  /** Set once the header section is complete; null once it went over its limits. */
   private head: Uint8Array | null | undefined = undefined;
+  private readonly scanner: HeaderScanner;
   private chunks: Uint8Array[] = [];
   private buffered = 0;
   private file: SpoolWriter | null = null;
@@ -28,6 +40,12 @@ export class BodyCollector {
   overLimit = false;
   /** Received: headers the client sent, known once the header section is complete. */
   hops = 0;
+  /** NUL octets were found (and, with nulBytes: strip, removed). */
+  nul = false;
+  /** A header field or the header section went over its limit. */
+  headerTooLarge = false;
+  /** Writing the body failed (disk full, I/O error): the message cannot be taken. */
+  writeError: Error | null = null;
   /** 8-bit octets and long lines, for delivery to decide on conversions (mime/scan.ts). */
   readonly scan = new ContentScan();
 
@@ -36,23 +54,48 @@ export class BodyCollector {
     private readonly id: string,
     private readonly inlineMax: number,
     private readonly maxSize: number,
-  ) {}
+    private readonly limits: ContentLimits = DEFAULT_LIMITS,
+  ) {
+    this.scanner = new HeaderScanner(limits.maxHeaderSize);
+  }
 
   push(chunk: Uint8Array): void {
     this.size += chunk.length;
     if (this.size > this.maxSize) this.overLimit = true;
+    // RFC 5321 4.1.4 / RFC 6152: no NUL in SMTP content; a next hop that drops them before
+    // parsing would read "<NUL>." as the end of the data.
+    if (chunk.indexOf(0) !== -1) {
+      this.nul = true;
+      chunk = stripNul(chunk);
+    }
     if (!this.bareNewline) this.scanLineEndings(chunk);
     this.scan.push(chunk);
-    // Past the limit the message is going to be refused: read on to keep the session in sync, keep nothing.
-    if (this.overLimit) return;
-    if (this.head === undefined) this.pushHead(chunk);
-    else this.storeBody(chunk);
+    // A message that is going to be refused: read on to keep the session in sync, keep nothing.
+    if (this.refused) return;
+    try {
+      if (this.head === undefined) this.pushHead(chunk);
+      else this.storeBody(chunk);
+    } catch (err) {
+      this.failWrite(err);
+    }
   }
 
   /** The client's data is complete: settles what was undecided at the last chunk's edge. */
   end(): void {
-    if (this.head === undefined) this.closeHead(concat(this.headChunks, this.headLength), this.headLength);
+    if (this.head === undefined && !this.refused) {
+      this.scanner.finish();
+      try {
+        this.splitHead();
+      } catch (err) {
+        this.failWrite(err);
+      }
+    }
     if (this.prev === CR) this.bareNewline = true;
+  }
+
+  /** The message will be refused whatever the checks say, so nothing more of it is kept. */
+  get refused(): boolean {
+    return this.overLimit || this.headerTooLarge || this.writeError !== null || (this.nul && this.limits.nulBytes === "reject");
   }
 
   /** The client's header section (latin1 text, CRLF line ends, with its blank line), or null if not kept apart. */
@@ -87,46 +130,47 @@ export class BodyCollector {
   discard(): void {
     this.chunks = [];
     this.headChunks = [];
-    this.file?.discard();
+    try {
+      this.file?.discard();
+    } catch {
+      // Removing the partial file failed too (the disk is in trouble): start-up removes orphans.
+    }
     this.file = null;
   }
 
-  // Looks for the blank line only in the new bytes (plus the 3 before them), so a client
-  // dripping its headers a byte at a time costs linear, not quadratic, work.
-  private pushHead(chunk: Uint8Array): void {
-    const before = this.headLength;
-    const prevTail = this.headTail;
-    this.headChunks.push(chunk);
-    this.headLength += chunk.length;
-    const window = Buffer.concat([prevTail, chunk]);
-    this.headTail = window.subarray(Math.max(0, window.length - 3));
-    let end = -1;
-    if (before < 2 && this.headLength >= 2) {
-      const first = concat(this.headChunks, this.headLength);
-      if (first[0] === CR && first[1] === LF) end = 2;
-    }
-    if (end === -1) {
-      const i = window.indexOf("\r\n\r\n");
-      if (i !== -1) end = before - prevTail.length + i + 4;
-    }
-    if (end !== -1) {
-      const all = concat(this.headChunks, this.headLength);
-      this.closeHead(all, end);
-      if (end < all.length) this.storeBody(all.subarray(end));
-    } else if (this.headLength > HEADER_LIMIT) {
-      // Too long to be a header section worth editing: everything is body from here on.
-      const all = concat(this.headChunks, this.headLength);
-      this.head = null;
-      this.headChunks = [];
-      this.storeBody(all);
-    }
+  /** A write failed (ENOSPC, EIO...): remembered, and what was kept is dropped. */
+  private failWrite(err: unknown): void {
+    this.writeError = err instanceof Error ? err : new Error(String(err));
+    this.discard();
   }
 
-  private closeHead(all: Uint8Array, end: number): void {
+  // The scanner sees only the new bytes, so a client dripping its headers a byte at a time
+  // costs linear, not quadratic, work.
+  private pushHead(chunk: Uint8Array): void {
+    this.headChunks.push(chunk);
+    this.headLength += chunk.length;
+    if (this.scanner.push(chunk)) return this.splitHead();
+    if (this.scanner.fieldTooLarge || this.headLength > this.limits.maxHeaderSection) this.dropHead();
+  }
+
+  /** The scanner found the end of the header section: what follows it is body. */
+  private splitHead(): void {
+    const end = this.scanner.end;
+    if (this.scanner.fieldTooLarge || end > this.limits.maxHeaderSection) return this.dropHead();
+    const all = concat(this.headChunks, this.headLength);
     this.head = all.slice(0, end);
     this.headChunks = [];
     // Counting Received: lines is how a relay notices a mail loop (RFC 5321 6.3).
     this.hops = (Buffer.from(this.head).toString("latin1").match(/^received:/gim) ?? []).length;
+    if (end < all.length) this.storeBody(all.subarray(end));
+  }
+
+  // Refused with 552 5.3.4 rather than stored as body, where the loop count and the removal
+  // of forged Authentication-Results would not see it.
+  private dropHead(): void {
+    this.headerTooLarge = true;
+    this.head = null;
+    this.headChunks = [];
   }
 
   private storeBody(bytes: Uint8Array): void {
@@ -153,6 +197,20 @@ export class BodyCollector {
     }
     this.prev = chunk[chunk.length - 1]!;
   }
+}
+
+/** The bytes without their NUL octets (Postfix's message_strip_characters = \0). */
+function stripNul(chunk: Uint8Array): Uint8Array {
+  const out = new Uint8Array(chunk.length);
+  let n = 0;
+  for (let from = 0; from < chunk.length; ) {
+    let nul = chunk.indexOf(0, from);
+    if (nul === -1) nul = chunk.length;
+    out.set(chunk.subarray(from, nul), n);
+    n += nul - from;
+    from = nul + 1;
+  }
+  return out.subarray(0, n);
 }
 
 export function concat(chunks: readonly Uint8Array[], total: number): Uint8Array {

@@ -13,7 +13,8 @@ import { anyContains, clientKey } from "../net/cidr.ts";
 import { runStage } from "../checks/types.ts";
 import type { CacheState } from "../state/types.ts";
 import type { Verdict } from "../verdict.ts";
-import { RelayConnection, type ConnectionOwner, type StarttlsRefusal } from "./connection-adapter.ts";
+import { RelayConnection, type ConnectionOwner, type SessionLimits, type StarttlsRefusal } from "./connection-adapter.ts";
+import type { Overdue } from "./input-clock.ts";
 import { sessionHooks, type ListenerMode, type SessionDeps } from "./session.ts";
 import { readProxyHeader } from "./proxy-header.ts";
 
@@ -34,6 +35,9 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
    * refused rather than offered TLS with smtp-server's built-in certificate, whose key is public.
    */
   certificateReady = true;
+  /** At least smtp.stress.threshold percent of max_connections open: shorter limits (Postfix's stress mode). */
+  private stressed = false;
+  limits: SessionLimits;
   /**
    * The reply to STARTTLS while this listener has no certificate of ours (null once it has
    * one): the library would otherwise complete the handshake with its built-in certificate.
@@ -45,9 +49,11 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     private readonly log: Logger,
     private readonly metrics: Metrics,
     private readonly mode: ListenerMode,
+    private readonly label: string,
     private readonly pregreet: PregreetState,
   ) {
     super(options);
+    this.limits = sessionLimits(runtime.get().config, false);
   }
 
   /** Implicit TLS (465): a port without its certificate yet closes the connection before the handshake. */
@@ -103,11 +109,15 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     const conn = new RelayConnection(this, socket, socketOptions);
     this.keyOf.set(conn, key);
     conn.owner = this;
-    conn.commandTimeoutMs = smtp.commandTimeoutMs;
     conn.authRequiresTls = this.mode === "submission";
     const trusted = anyContains(config.relay.relayNetworks, ip) || anyContains(config.defenses.allowlist, ip);
     // The pregreet test is for the MX port: users' mail programs on the submission ports are greeted at once.
     const knownPolite = this.mode !== "mx" || trusted || smtp.greetingDelayMs === 0 || anyContains(smtp.greetingAllowlist, ip) || this.pregreet.pregreetPassed(key);
+    // Input sent before the banner is refused from every client (RFC 5321 3.1). Untrusted
+    // clients greeted at once still have the banner held for one timer turn, so what they sent
+    // with the connection is seen; trusted ones are greeted at once (what they pipeline
+    // against RFC 2920 is refused all the same).
+    conn.greetingHold = !trusted;
     // DNS lists and the rest run while the client waits for its greeting.
     const checks = this.mode === "mx" ? pipeline.connect : pipeline.connectSubmission;
     if (checks.length && !trusted) {
@@ -116,6 +126,7 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
       this.connectVerdicts.set(conn.id, verdict);
     }
     this.connections.add(conn);
+    this.checkStress();
     conn.on("error", this.onConnectionError);
     conn.on("connect", this.onConnectionReady);
     if (knownPolite instanceof Promise) return this.initAfter(conn, socket, knownPolite, smtp.greetingDelayMs);
@@ -152,10 +163,47 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     const n = (this.perIp.get(key) ?? 1) - 1;
     if (n <= 0) this.perIp.delete(key);
     else this.perIp.set(key, n);
+    this.checkStress();
   }
 
-  commandTimedOut(conn: RelayConnection): void {
-    this.log.info("command timeout", { cid: conn.id, client_ip: conn.remoteAddress });
+  commandTimedOut(conn: RelayConnection, kind: Overdue = "command"): void {
+    this.metrics.sessionsCut.inc({ reason: kind });
+    this.log.info(kind === "command" ? "command timeout" : "data timeout", { cid: conn.id, client_ip: conn.remoteAddress, reason: kind === "rate" ? "content below smtp.min_data_rate" : kind });
+  }
+
+  syncViolation(conn: RelayConnection, after: string, input: string): void {
+    this.metrics.syncViolations.inc({ after });
+    // What the client sent unasked, as Postfix logs it: printable, and short.
+    this.log.info("protocol synchronization error", { cid: conn.id, client_ip: conn.remoteAddress, after, input: input.replace(/[^\x20-\x7e]/g, (c) => (c === "\r" ? "\\r" : c === "\n" ? "\\n" : "?")).slice(0, 100), code: 554, status: "5.5.0" });
+  }
+
+  tooManyErrors(conn: RelayConnection): void {
+    this.metrics.sessionsCut.inc({ reason: "errors" });
+    this.log.info("too many errors", { cid: conn.id, client_ip: conn.remoteAddress, limit: this.limits.errorLimit, stress: this.stressed });
+  }
+
+  /** Enters or leaves stress mode as the listener fills up or empties. */
+  private checkStress(): void {
+    const { smtp } = this.runtime.get().config;
+    const stressed = smtp.stress.threshold > 0 && this.connections.size * 100 >= smtp.stress.threshold * smtp.maxConnections;
+    if (stressed === this.stressed) return;
+    this.stressed = stressed;
+    this.applyLimits();
+    this.metrics.stress.set({ listener: this.label }, stressed ? 1 : 0);
+    this.log.warn(stressed ? "stress mode entered" : "stress mode left", { listener: this.label, connections: this.connections.size, max_connections: smtp.maxConnections, idle_timeout_ms: this.options.socketTimeout, error_limit: this.limits.errorLimit });
+  }
+
+  /**
+   * The limits for the current config and stress state. A shorter idle timeout applies to idle
+   * sessions at once (that is how stress frees slots); a longer one from their next command.
+   */
+  applyLimits(): void {
+    const config = this.runtime.get().config;
+    this.limits = sessionLimits(config, this.stressed);
+    const idle = this.stressed ? Math.min(config.smtp.stress.timeoutMs, config.smtp.idleTimeoutMs) : config.smtp.idleTimeoutMs;
+    const shorter = idle < (this.options.socketTimeout ?? Infinity);
+    this.options.socketTimeout = idle;
+    if (shorter) for (const c of this.connections as Set<RelayConnection>) if (!c._closing && !c._upgrading) c._armTimeout();
   }
 
   proxyRefused(conn: RelayConnection): void {
@@ -184,6 +232,16 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     socket.end(`${reply}\r\n`);
     setTimeout(() => socket.destroy(), 2000).unref();
   }
+}
+
+function sessionLimits(config: Config, stressed: boolean): SessionLimits {
+  const { smtp } = config;
+  return {
+    commandTimeoutMs: stressed ? Math.min(smtp.stress.timeoutMs, smtp.commandTimeoutMs) : smtp.commandTimeoutMs,
+    dataTimeoutMs: smtp.dataTimeoutMs,
+    minDataRate: smtp.minDataRate,
+    errorLimit: stressed ? Math.min(smtp.stress.errorLimit, smtp.errorLimit) : smtp.errorLimit,
+  };
 }
 
 /** smtp-server reports IPv4 clients of a dual-stack socket as ::ffff:a.b.c.d; we use a.b.c.d. */
@@ -245,7 +303,9 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
       banner: "mailraven",
       ...liveOptions(config),
       hideENHANCEDSTATUSCODES: false,
-      // RFC 3461: NOTIFY, ORCPT, RET and ENVID are taken and stored (smtp-server hides DSN by default).
+      // We do not enforce TLS on the way out, so we must not offer it (RFC 8689 4.1).
+      hideREQUIRETLS: true,
+      // DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID are kept with the message and passed on.
       hideDSN: false,
       disableReverseLookup: true,
       logger: false,
@@ -261,6 +321,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
     log,
     deps.metrics,
     mode,
+    `${address.host}:${address.port}`,
     deps.pregreet,
   );
   server.certificateReady = mode === "mx" || !!tls;
@@ -270,6 +331,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
   runtime.onChange((next) => {
     const nextTls = tlsOptions(next, mode);
     Object.assign(server.options, liveOptions(next.config), { name: next.config.hostname });
+    server.applyLimits();
     if (mode === "mx") server.options.hideSTARTTLS = !nextTls;
     if (nextTls) server.updateSecureContext(nextTls);
     server.certificateReady = mode === "mx" || !!nextTls;

@@ -14,9 +14,11 @@ import type { Metrics } from "../metrics.ts";
 import type { Runtime } from "../runtime.ts";
 import { anyContains, clientKey } from "../net/cidr.ts";
 import type { QueueStore } from "../queue/store.ts";
+import { isStorageError, type DiskSpace } from "../queue/disk-space.ts";
 import type { Verdict } from "../verdict.ts";
 import { parseMailbox, type Mailbox } from "./address.ts";
 import { BodyCollector } from "./body.ts";
+import { checkedAddress, envelopeParams, postmaster, recipientList } from "./envelope.ts";
 import { dropHeaders } from "./headers.ts";
 import { receivedHeader } from "./received.ts";
 import { signableCopy } from "./signable.ts";
@@ -27,6 +29,8 @@ export interface SessionDeps {
   readonly users: UserStore | null;
   readonly authGuard: AuthGuard | null;
   readonly store: QueueStore;
+  /** Free space on the state directory (queue.min_free_space). */
+  readonly disk: DiskSpace;
   readonly log: Logger;
   readonly metrics: Metrics;
   /** Told after each commit so delivery starts without waiting for the next poll. */
@@ -42,6 +46,8 @@ export class ReplyError extends Error {
 }
 
 const replyFor = (v: Exclude<Verdict, { kind: "accept" }>) => new ReplyError(v.code, `${v.status} ${v.text}`);
+/** RFC 3463 4.3.1; never the error itself, which names paths and system calls. */
+const NO_STORAGE = () => new ReplyError(452, "4.3.1 Insufficient system storage");
 
 /** A header line from a check, made safe to put in the header section: no bare CR or LF, folding kept. */
 function oneHeader(line: string): string {
@@ -127,22 +133,37 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
         if (!session.secure) return callback(new ReplyError(530, "5.7.0 Must issue a STARTTLS command first"));
         if (!session.user) return callback(new ReplyError(530, "5.7.0 Authentication required"));
       }
+      // Postfix's queue_minfree: defer before the client sends a message we could not store.
+      if (deps.disk.low()) {
+        metrics.lowDiskRefusals.inc();
+        log.warn("insufficient storage", { cid: session.id, client_ip: session.remoteAddress, free_bytes: deps.disk.freeBytes(), code: 452, status: "4.3.1" });
+        return callback(NO_STORAGE());
+      }
       const sender = address.address === "" ? null : parseMailbox(address.address);
       if (sender === undefined) return callback(new ReplyError(501, "5.1.7 Bad sender address syntax"));
       const { config, pipeline } = deps.runtime.get();
       runStage(pipeline.mail, { client: client(config, session), sender }).then(
-        (v) => (v.kind === "accept" ? callback() : refuse(session, "mail", v, { from: address.address }, callback)),
+        (v) => {
+          if (v.kind !== "accept") return refuse(session, "mail", v, { from: address.address }, callback);
+          if (sender) address.address = checkedAddress(sender); // what smtp-server stores as the envelope sender
+          callback();
+        },
         (err) => failTemporarily(session, "mail check failed", err, callback),
       );
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
-      const recipient = parseMailbox(address.address);
+      const { config, pipeline } = deps.runtime.get();
+      const recipient = address.address.toLowerCase() === "postmaster" ? postmaster(config) : parseMailbox(address.address);
       if (!recipient) return callback(new ReplyError(501, "5.1.3 Bad recipient address syntax"));
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
-      const { config, pipeline } = deps.runtime.get();
       runStage(pipeline.rcpt, { client: client(config, session), sender, recipient }).then(
-        (v) => (v.kind === "accept" ? callback() : refuse(session, "rcpt", v, { from: sender, rcpt: address.address }, callback)),
+        (v) => {
+          if (v.kind !== "accept") return refuse(session, "rcpt", v, { from: sender, rcpt: address.address }, callback);
+          // The envelope keeps the address the policy checked; that is the one delivered to.
+          address.address = checkedAddress(recipient);
+          callback();
+        },
         (err) => failTemporarily(session, "rcpt check failed", err, callback),
       );
     },
@@ -153,17 +174,24 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
       const id = store.newId(started);
       const info = client(config, session);
       const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
-      const recipients = session.envelope.rcptTo.map((r) => parseMailbox(r.address)).filter((m): m is Mailbox => !!m);
-      let body = new BodyCollector(store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize);
+      const parsed = session.envelope.rcptTo.map((r) => parseMailbox(r.address));
+      const recipients = parsed.filter((m): m is Mailbox => !!m);
+      let body = new BodyCollector(store.spool, id, config.queue.inlineMaxSize, config.smtp.maxMessageSize, config.smtp);
       stream.on("data", (chunk: Buffer) => body.push(chunk));
-      stream.on("error", (err) => {
+      stream.on("error", (err: Error & { code?: string }) => {
         body.discard();
+        // The client went away, timed out or abandoned a BDAT transaction: nothing to answer.
+        if (err.code === "ECONNECTION" || err.code === "EABORTED") {
+          log.info("message abandoned", { cid: session.id, client_ip: session.remoteAddress, queue_id: id, reason: err.message });
+          return callback(err);
+        }
         failTemporarily(session, "data stream failed", err, callback);
       });
       stream.on("end", async () => {
         const dataEnd = performance.now();
         body.end();
         const fields = { cid: session.id, client_ip: info.ip, queue_id: id, from: sender, rcpt_count: recipients.length, size: body.size };
+        if (body.writeError) return storageFailed(body.writeError, fields, callback);
         try {
           const ctx: DataContext = {
             client: info,
@@ -173,6 +201,8 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
             sizeExceeded: body.overLimit || stream.sizeExceeded,
             bareNewline: body.bareNewline,
             hops: body.hops,
+            nulOctets: body.nul && config.smtp.nulBytes === "reject",
+            headerTooLarge: body.headerTooLarge,
           };
           let verdict = await runStage(pipeline.data, ctx);
           // Mail we sign is made 7-bit with short lines first, so no later hop changes what was signed.
@@ -206,20 +236,22 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
           await store.enqueue({
             id,
             sender,
-            recipients: recipients.map((r) => ({ address: r.address, route: routeFor(config.relay, r, config.outbound.mxDelivery)?.uri ?? "", ...recipientParams(session, r.address) })),
+            recipients: recipientList(session.envelope.rcptTo, parsed, (r) => routeFor(config.relay, r, config.outbound.mxDelivery)?.uri ?? ""),
             head,
             inlineBody,
             size: head.length + body.bodyLength,
             receivedAt: started,
             clientIp: info.ip,
             content: body.scan.shape,
-            ...envelopeParams(session),
+            ...envelopeParams(session.envelope),
           });
         } catch (err) {
           body.discard();
+          if (isStorageError(err)) return storageFailed(err, fields, callback);
           return failTemporarily(session, "queue write failed", err, callback);
         }
         metrics.messagesAccepted.inc();
+        if (session.secure) metrics.messagesAcceptedTls.inc();
         metrics.acceptSeconds.observe((performance.now() - dataEnd) / 1000);
         log.info("message accepted", { ...fields, code: 250, duration_ms: Date.now() - started });
         deps.onQueued();
@@ -256,25 +288,16 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
     callback(replyFor(v));
   }
 
+  /** The disk failed us (full, read-only, I/O error): 452 4.3.1, and the reserve looked at again. */
+  function storageFailed(err: unknown, fields: Record<string, unknown>, callback: Callback) {
+    deps.disk.forget();
+    metrics.lowDiskRefusals.inc();
+    log.error("message not stored", { ...fields, error: err, code: 452, status: "4.3.1" });
+    callback(NO_STORAGE());
+  }
+
   function failTemporarily(session: SMTPServerSession, what: string, err: unknown, callback: Callback) {
     log.error(what, { cid: session.id, client_ip: session.remoteAddress, error: err });
     callback(new ReplyError(451, "4.3.0 Local error in processing, try again later"));
   }
-}
-
-// TEMPORARY (outbound8): the envelope parameters smtp-server parsed, until inbound8's strict
-// MAIL/RCPT parameter handling lands and fills these itself.
-function envelopeParams(s: SMTPServerSession) {
-  const body = s.envelope.mailFrom ? s.envelope.mailFrom.args && s.envelope.mailFrom.args.BODY : undefined;
-  const dsn = s.envelope.dsn;
-  return {
-    bodyType: typeof body === "string" ? (body.toUpperCase() as "7BIT" | "8BITMIME") : null,
-    smtputf8: !!s.envelope.smtpUtf8,
-    dsn: dsn && (dsn.ret || dsn.envid) ? { ret: (dsn.ret as "FULL" | "HDRS" | null) ?? null, envid: dsn.envid ?? null } : null,
-  };
-}
-
-function recipientParams(s: SMTPServerSession, address: string) {
-  const dsn = s.envelope.rcptTo.find((r) => r.address === address)?.dsn;
-  return { notify: (dsn?.notify as ("NEVER" | "SUCCESS" | "FAILURE" | "DELAY")[] | undefined) ?? null, orcpt: dsn?.orcpt ?? null };
 }

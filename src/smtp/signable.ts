@@ -27,7 +27,8 @@ class RenamedCollector extends BodyCollector {
     inlineMax: number,
     maxSize: number,
   ) {
-    super(spoolDir, tempId, inlineMax, maxSize);
+    // The original passed the header limits and NUL policy; the copy only re-encodes it.
+    super(spoolDir, tempId, inlineMax, maxSize, { maxHeaderSize: Infinity, maxHeaderSection: Infinity, nulBytes: "strip" });
   }
 
   override async finish(): Promise<Uint8Array | null> {
@@ -65,7 +66,8 @@ export async function signableCopy(body: BodyCollector, spool: Spool, id: string
   try {
     for await (const chunk of stream) copy.push(chunk as Buffer);
     copy.end();
-    if (copy.overLimit || failure()) throw failure() ?? new Error("the converted message is too large");
+    // refused: over the size, or a write failed (a full disk must not leave an empty message).
+    if (copy.refused || failure()) throw failure() ?? new Error("the converted message is too large or could not be stored");
   } catch {
     copy.discard();
     return null;

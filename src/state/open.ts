@@ -37,7 +37,7 @@ export async function openPolicyState(config: Config, log: Logger, metrics: Metr
   const link = new RedisLink(c, log, {
     fallback: (check) => m.fallbacks.inc({ check }),
     state: (up) => {
-      m.up.set(up ? 1 : 0);
+      m.degraded.set(up ? 0 : 1);
       if (!up) m.outages.inc();
     },
   });
@@ -52,10 +52,11 @@ export async function openPolicyState(config: Config, log: Logger, metrics: Metr
 function clusterMetrics(metrics: Metrics) {
   const r = [metrics.registry];
   return {
-    up: new Gauge({ name: "mailraven_cluster_redis_up", help: "1 while the cluster's Redis answers, 0 while this node runs on its own state", registers: r }),
-    outages: new Counter({ name: "mailraven_cluster_redis_outages_total", help: "Times the cluster's Redis stopped answering (a timeout or a lost connection)", registers: r }),
+    // The names contrib/prometheus/mailraven-rules.yml alerts on (MailravenRedisDegraded).
+    degraded: new Gauge({ name: "mailraven_redis_degraded", help: "1 while the cluster's Redis does not answer and this node runs on its own state, 0 while it answers", registers: r }),
+    outages: new Counter({ name: "mailraven_redis_outages_total", help: "Times the cluster's Redis stopped answering (a timeout or a lost connection)", registers: r }),
     fallbacks: new Counter({
-      name: "mailraven_cluster_fallbacks_total",
+      name: "mailraven_redis_fallbacks_total",
       help: "Policy state operations answered by this node's own state (or let through, fallback: open) because Redis was down or late, by check",
       labelNames: ["check"],
       registers: r,

@@ -44,7 +44,7 @@ describe("health and metrics", () => {
   test("GET /health needs no token and reports readiness", async () => {
     const res = await relay.admin("GET", "/health", null);
     expect(res.status).toBe(200);
-    expect(await json(res)).toEqual({ status: "ok", queue_writable: true, smtp_listeners: 1 });
+    expect(await json(res)).toEqual({ status: "ok", queue_writable: true, low_disk_space: false, disk_free_bytes: expect.any(Number), smtp_listeners: 1 });
   });
 
   test("GET /metrics is valid Prometheus text with the relay's counters", async () => {

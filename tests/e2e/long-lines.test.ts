@@ -71,9 +71,7 @@ describe("dot-stuffing", () => {
     expect(out).toBe(`Subject: dots-wrapped\r\n\r\n${"a".repeat(998)}\r\n.hidden end of data? no\r\n.\r\nafter\r\n`);
   });
 
-  // Runs with `bun test --todo` once the relay offers CHUNKING (the inbound half of issue 8);
-  // then it becomes a plain test.
-  test.todo('received with BDAT, forwarded with DATA: "." and ".." lines byte for byte', async () => {
+  test('received with BDAT, forwarded with DATA: "." and ".." lines byte for byte', async () => {
     const message = Buffer.from(`Subject: dots-bdat\r\n${dotted}`);
     const { talk } = await SmtpTalk.open(relay.port);
     try {

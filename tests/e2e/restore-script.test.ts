@@ -65,7 +65,7 @@ describe("scripts/restore.sh", () => {
     const refused = await restoreSh([backup, relay.configPath]);
     expect(refused.code).toBe(1);
     expect(refused.err).toMatch(/mailraven \(pid \d+\) is running/);
-    expect(refused.err).toContain("mailraven restore failed: see the message above; the queue was left as it was");
+    expect(refused.err).toContain("mailraven restore failed: see the message above; the state directory was left as it was");
     expect(await relay.stop()).toBe(0);
     const stateDir = join(relay.dir, "state");
     expect(idsIn(join(stateDir, "queue.db"))).toEqual([...backedUp, ...later].sort());

@@ -197,7 +197,10 @@ describe("clamd", () => {
       expect(r).toEqual({ verdict: { kind: "accept" } });
       expect(performance.now() - t0).toBeLessThan(10_000);
       expect(e.seen).toHaveLength(1);
-      expect(e.seen[0]!.message).toContain("INSTREAM size limit exceeded");
+      // clamd answers "INSTREAM size limit exceeded" and closes with our data still unread, so
+      // its kernel resets the connection: whether that reply is read before our next write
+      // fails with EPIPE (or the read with ECONNRESET) is a race in TCP itself, not in the relay.
+      expect(e.seen[0]!.message).toMatch(/^clamd at .*: (.*INSTREAM size limit exceeded|write EPIPE|.*ECONNRESET)/);
     }
   });
 

@@ -86,12 +86,21 @@ describe("STARTTLS without a certificate", () => {
     expectNoCertificate(await opensslStarttls(acme.port));
   });
 
-  test("pipelined after STARTTLS: the commands behind it are answered in clear text, in order", async () => {
+  test("commands pipelined behind STARTTLS never run, in clear text or in TLS: 554 5.5.0, closed (RFC 2920 3.1, RFC 3207)", async () => {
     const { talk } = await SmtpTalk.open(plain.port);
-    talk.write("EHLO pipe.test\r\nSTARTTLS\r\nNOOP\r\n");
-    expect((await talk.reply()).code).toBe(250);
-    expect((await talk.reply()).code).toBe(502);
-    expect((await talk.reply()).code).toBe(250);
+    expect((await talk.send("EHLO pipe.test")).code).toBe(250);
+    talk.write("STARTTLS\r\nNOOP\r\n");
+    const r = await talk.reply();
+    expect(r.code).toBe(554);
+    expect(r.text).toBe("5.5.0 Error: SMTP protocol synchronization");
+    await talk.closed;
+  });
+
+  test("after the refusal the session goes on in clear text, each command answered in order", async () => {
+    const { talk } = await SmtpTalk.open(plain.port);
+    expect((await talk.send("EHLO pipe.test")).code).toBe(250);
+    expect((await talk.send("STARTTLS")).code).toBe(502);
+    expect((await talk.send("NOOP")).code).toBe(250);
     expect((await talk.send("QUIT")).code).toBe(221);
     talk.close();
   });

@@ -134,7 +134,8 @@ describe("spooling large bodies", () => {
   test("binary content survives spooling byte for byte", async () => {
     const { c, spool, id } = collector({ inlineMax: 100 });
     const all = new Uint8Array(5000);
-    for (let i = 0; i < all.length; i++) all[i] = (i * 31 + 7) & 0xff;
+    // Every octet but NUL, which is stripped by default (see "NUL octets" below).
+    for (let i = 0; i < all.length; i++) all[i] = ((i * 31 + 7) % 255) + 1;
     c.push(bytes("\r\n"));
     for (let off = 0; off < all.length; off += 333) c.push(all.subarray(off, Math.min(off + 333, all.length)));
     expect(await c.finish()).toBeNull();
@@ -213,5 +214,117 @@ describe("BodyCollector hop counting", () => {
   });
   test("no header section at all", () => {
     expect(collect(["\r\nReceived: body\r\n"])).toBe(0);
+  });
+});
+
+describe("NUL octets", () => {
+  const withNul = (nulBytes: "strip" | "reject") => {
+    const spool = new Spool(join(root, `spool${n}`));
+    return new BodyCollector(spool, `NUL${String(n++).padStart(13, "0")}`, 1 << 20, 1 << 20, { maxHeaderSize: 1024, maxHeaderSection: 4096, nulBytes });
+  };
+
+  test("strip: removed from header and body, across chunk edges, and noted", async () => {
+    const c = withNul("strip");
+    for (const part of ["Subj\0ect: x\r\n", "\r\n", "a\0\0b\r\n\0", ".\r\n"]) c.push(bytes(part));
+    c.end();
+    expect(c.nul).toBe(true);
+    expect(c.refused).toBe(false);
+    expect(c.headText()).toBe("Subject: x\r\n\r\n");
+    expect(new TextDecoder().decode((await c.finish())!)).toBe("ab\r\n.\r\n");
+  });
+
+  test("a NUL between CR and LF leaves a clean CRLF once stripped", () => {
+    const c = withNul("strip");
+    c.push(bytes("Subject: x\r\0\n\r\nbody\r\n"));
+    c.end();
+    expect(c.bareNewline).toBe(false);
+  });
+
+  test("reject: noted, the message is refused and nothing more is kept", async () => {
+    const c = withNul("reject");
+    c.push(bytes("Subject: x\r\n\r\nbo\0dy\r\n"));
+    c.push(bytes("more\r\n"));
+    c.end();
+    expect(c.nul).toBe(true);
+    expect(c.refused).toBe(true);
+  });
+
+  test("content without NUL is passed through untouched (same bytes)", async () => {
+    const c = withNul("strip");
+    c.push(bytes("Subject: x\r\n\r\nplain\r\n"));
+    c.end();
+    expect(c.nul).toBe(false);
+    expect(new TextDecoder().decode((await c.finish())!)).toBe("plain\r\n");
+  });
+});
+
+describe("header section limits and its end", () => {
+  const limited = () => new BodyCollector(new Spool(join(root, `spool${n}`)), `HDR${String(n++).padStart(13, "0")}`, 1 << 20, 1 << 22, { maxHeaderSize: 1000, maxHeaderSection: 4000, nulBytes: "strip" });
+
+  test("a field over max_header_size (folded lines counted) is refused, even dripped a byte at a time", () => {
+    for (const split of [false, true]) {
+      const c = limited();
+      const msg = `Subject: x\r\nX-Long: ${"a".repeat(600)}\r\n ${"b".repeat(600)}\r\n\r\nbody\r\n`;
+      for (const part of split ? msg.split("") : [msg]) c.push(bytes(part));
+      c.end();
+      expect(c.headerTooLarge).toBe(true);
+      expect(c.refused).toBe(true);
+      expect(c.headText()).toBeNull();
+    }
+  });
+
+  test("a header section over max_header_section is refused, though every field is small", () => {
+    const c = limited();
+    c.push(bytes(`X-A: ${"a".repeat(900)}\r\n`.repeat(5)));
+    c.push(bytes("\r\nbody\r\n"));
+    c.end();
+    expect(c.headerTooLarge).toBe(true);
+  });
+
+  test("fields just under the limits pass", () => {
+    const c = limited();
+    c.push(bytes(`X-A: ${"a".repeat(990)}\r\n`.repeat(3) + "\r\nbody\r\n"));
+    c.end();
+    expect(c.headerTooLarge).toBe(false);
+    expect(c.headText()).toEndWith("\r\n\r\n");
+  });
+
+  test("a line that is not a field ends the header section: the rest is body, however long", async () => {
+    const c = limited();
+    const body = `this is not a header\r\n${"x".repeat(70)}\r\n`.repeat(200);
+    c.push(bytes(`Received: from a\r\nSubject: s\r\n${body}`));
+    c.end();
+    expect(c.headerTooLarge).toBe(false);
+    expect(c.headText()).toBe("Received: from a\r\nSubject: s\r\n");
+    expect(c.hops).toBe(1);
+    expect(new TextDecoder().decode((await c.finish())!)).toBe(body);
+  });
+
+  test("white space before the colon is still a field (obs syntax); a leading space without a field is not", () => {
+    const a = limited();
+    a.push(bytes("Subject : x\r\n\tfolded\r\n\r\nb\r\n"));
+    a.end();
+    expect(a.headText()).toBe("Subject : x\r\n\tfolded\r\n\r\n");
+    const b = limited();
+    b.push(bytes(" leading\r\nSubject: x\r\n\r\n"));
+    b.end();
+    expect(b.headText()).toBe("");
+  });
+});
+
+describe("write failures", () => {
+  test("a spool write that fails is remembered, the partial file removed, and the message refused", async () => {
+    const spool = new Spool(join(root, `spool${n}`));
+    const broken = Object.create(spool) as Spool;
+    broken.create = () => {
+      throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+    };
+    const c = new BodyCollector(broken, `W${String(n++).padStart(13, "0")}`, 8, 1 << 20);
+    c.push(bytes("Subject: x\r\n\r\n" + "y".repeat(100)));
+    c.push(bytes("more\r\n"));
+    c.end();
+    expect(c.writeError?.message).toContain("ENOSPC");
+    expect(c.refused).toBe(true);
+    expect(readdirSync(spool.dir)).toEqual([]);
   });
 });

@@ -86,7 +86,7 @@ describe("error messages name the key and what was expected", () => {
 
   test("unknown key without a close match lists the known keys", () => {
     const [p] = problemsOf({ ...base, queue: { something_else: 1 } });
-    expect(p).toBe("queue.something_else: unknown key; known keys here: retry_schedule, inline_max_size, delay_warning");
+    expect(p).toBe("queue.something_else: unknown key; known keys here: retry_schedule, inline_max_size, delay_warning, min_free_space");
   });
 
   test("bad duration", () => {

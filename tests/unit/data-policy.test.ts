@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { bareNewline, hopCount, messageSize } from "../../src/checks/data-policy.ts";
+import { bareNewline, headerSize, hopCount, messageSize, nulOctets } from "../../src/checks/data-policy.ts";
 import type { DataContext } from "../../src/checks/types.ts";
 
 function ctx(over: Partial<DataContext>): DataContext {
@@ -11,6 +11,8 @@ function ctx(over: Partial<DataContext>): DataContext {
     sizeExceeded: false,
     bareNewline: false,
     hops: 0,
+    nulOctets: false,
+    headerTooLarge: false,
     ...over,
   };
 }
@@ -52,5 +54,24 @@ describe("bareNewline", () => {
     const v = bareNewline(ctx({ bareNewline: true }));
     expect(v).toMatchObject({ kind: "reject", code: 550, status: "5.5.2", reason: "bare newline" });
     expect(v.kind === "reject" && v.text).toContain("bare LF or CR");
+  });
+});
+
+describe("headerSize", () => {
+  const check = headerSize(102_400, 1_048_576);
+  test("within the limits is accepted", () => {
+    expect(check(ctx({}))).toEqual({ kind: "accept" });
+  });
+  test("over them is 552 5.3.4 naming both limits", () => {
+    const v = check(ctx({ headerTooLarge: true }));
+    expect(v).toMatchObject({ kind: "reject", code: 552, status: "5.3.4", reason: "header too large" });
+    expect(v.kind === "reject" && v.text).toContain("102400 bytes per field, 1048576 bytes in all");
+  });
+});
+
+describe("nulOctets", () => {
+  test("no NUL (or stripped ones) is accepted; refused ones are 550 5.6.0", () => {
+    expect(nulOctets(ctx({}))).toEqual({ kind: "accept" });
+    expect(nulOctets(ctx({ nulOctets: true }))).toMatchObject({ kind: "reject", code: 550, status: "5.6.0", reason: "nul octets" });
   });
 });
