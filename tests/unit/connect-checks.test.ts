@@ -19,7 +19,10 @@ const ctx = (ip: string, trusted = false) => ({ ip, port: 40000, trusted });
 const stateRoot = mkdtempSync(join(tmpdir(), "mailraven-connect-"));
 afterAll(() => rmSync(stateRoot, { recursive: true, force: true }));
 /** The node's own policy state, as a single relay runs it. */
-const localState = () => new LocalState(PolicyStore.open(mkdtempSync(join(stateRoot, "state-"))), buckets);
+const localState = () => {
+  const b = buckets();
+  return new LocalState(PolicyStore.open(mkdtempSync(join(stateRoot, "state-"))), () => b);
+};
 
 describe("connection rate", () => {
   const tooMany = (ip: string): Verdict => ({
@@ -90,7 +93,8 @@ describe("blocklist", () => {
   function setup(staticList: Cidr[] = []) {
     const store = PolicyStore.open(mkdtempSync(join(root, "state-")));
     let t = T0;
-    const check = blocklistCheck(staticList, new LocalState(store, buckets), () => t);
+    const b = buckets();
+    const check = blocklistCheck(staticList, new LocalState(store, () => b), () => t);
     return { store, check, at: (ms: number) => (t = T0 + ms) };
   }
 
