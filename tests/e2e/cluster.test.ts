@@ -4,9 +4,11 @@
 // client uses). The outage test (Redis killed and paused under load) is cluster-outage.test.ts.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { selfSigned } from "../helpers/certs.ts";
 import { metric } from "../helpers/observe.ts";
 import { RedisServer } from "../helpers/redis.ts";
-import { ADMIN_TOKEN, BINARY, Relay, waitFor } from "../helpers/relay.ts";
+import { ADMIN_TOKEN, BINARY, Relay, tempDir, waitFor } from "../helpers/relay.ts";
 import { run } from "../helpers/run.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk, type Reply } from "../helpers/smtp-talk.ts";
@@ -172,6 +174,60 @@ describe("shared blocklist", () => {
       t.close();
       return g.code === 220;
     }, 10_000, "A to take 127.0.0.9 again");
+  }, 60_000);
+});
+
+describe("shared AUTH failures, recipient verification and pregreet passes", () => {
+  test("AUTH failures on both nodes add up: the third blocks the client, on both nodes", async () => {
+    const dir = tempDir("mailraven-cluster-auth-");
+    const cert = selfSigned(dir, "mail.test");
+    await Bun.write(join(dir, "c.pem"), cert.cert);
+    await Bun.write(join(dir, "c.key"), cert.key);
+    const [a, b] = await pair({
+      smtp: { shutdown_timeout: "1s" },
+      defenses: { connection_rate: 0 },
+      submission: { starttls: [], tls: ["127.0.0.1:0"], certificates: [{ cert_file: join(dir, "c.pem"), key_file: join(dir, "c.key") }], auth_failures: { max: 3, window: "10m", block_for: "1h" } },
+    });
+    const smtps = (r: Relay) => Number(r.logs.find((l) => l.msg === "smtp listening" && l.mode === "smtps")!.port);
+    const fail = async (r: Relay) => {
+      const talk = await SmtpTalk.connectTls(smtps(r), { localAddress: "127.0.0.13" });
+      await talk.reply();
+      await talk.send("EHLO client.test");
+      const reply = await talk.send(`AUTH PLAIN ${btoa("\0mallory\0guess")}`);
+      talk.close();
+      return `${reply.code} ${reply.text}`;
+    };
+    expect(await fail(a)).toBe("535 5.7.8 Authentication credentials invalid");
+    expect(await fail(b)).toBe("535 5.7.8 Authentication credentials invalid");
+    expect(await fail(a)).toBe("421 4.7.0 Too many failed authentications; try again later");
+    // A blocked it; B learns of the block and refuses the client's next connection too.
+    await b.waitForLog((l) => l.msg === "cluster blocklist reloaded", 10_000);
+    const { talk, greeting } = await SmtpTalk.open(b.port, { localAddress: "127.0.0.13" });
+    expect(`${greeting.code} ${greeting.text}`).toBe("554 5.7.1 Service unavailable; client [127.0.0.13] is blocked");
+    talk.close();
+  }, 60_000);
+
+  test("a recipient verified by node A is known to node B without a probe of its own", async () => {
+    const [a, b] = await pair({ relay: { domains: { "dest.test": { route: sink.route, verify_recipients: true } }, relay_networks: ["10.99.99.0/24"] } });
+    expect((await rcpt(a, "dave@dest.test")).code).toBe(250);
+    expect(await metric(a, "mailraven_recipient_probes_total", { result: "ok" })).toBe(1);
+    await waitFor(async () => (await redis.send("EXISTS", [`t${prefixes - 1}:rv:dave@dest.test`])) || null, 5_000, "the result in redis");
+    expect((await rcpt(b, "dave@dest.test")).code).toBe(250);
+    expect(await metric(b, "mailraven_recipient_probes_total", { result: "ok" })).toBe(0);
+  }, 60_000);
+
+  test("a client that passed the pregreet test on node A is greeted at once on node B", async () => {
+    const [a, b] = await pair({ smtp: { greeting_delay: "3s" } });
+    const greetedIn = async (r: Relay) => {
+      const t0 = performance.now();
+      const { talk, greeting } = await SmtpTalk.open(r.port, { localAddress: "127.0.0.14" });
+      talk.close();
+      expect(greeting.code).toBe(220);
+      return performance.now() - t0;
+    };
+    expect(await greetedIn(a)).toBeGreaterThanOrEqual(2900);
+    await waitFor(async () => (await redis.send("EXISTS", [`t${prefixes - 1}:pg:127.0.0.14`])) || null, 5_000, "the pass in redis");
+    expect(await greetedIn(b)).toBeLessThan(1500);
   }, 60_000);
 });
 
