@@ -40,6 +40,11 @@ export class RedisServer {
     }
   }
 
+  /** The server's process id (the benchmark reads its CPU time). */
+  get pid(): number | null {
+    return this.proc?.pid ?? null;
+  }
+
   /** A client for the test itself (to look at keys). */
   async redis(): Promise<RedisClient> {
     if (!this.client?.connected) {
