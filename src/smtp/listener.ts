@@ -65,6 +65,13 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
       socket.destroy();
       return false;
     }
+    // Behind a balancer, a peer gone before it could be told apart (its health check, closed at
+    // once: Bun then reports no address) is not read as an untrusted client.
+    if (socket.remoteAddress === undefined && this.runtime.get().config.smtp.proxyProtocol.trusted.length) {
+      socket.on("error", () => {});
+      socket.destroy();
+      return false;
+    }
     return super._acceptSocket(socket, handshake);
   }
 
@@ -77,10 +84,12 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
   override _handleProxy(socket: Socket, callback: Parameters<SMTPServer["_handleProxy"]>[1]): void {
     if (!this._expectsProxyHeader(socket)) return super._handleProxy(socket, callback);
     const peer = normalizeIp(socket.remoteAddress ?? "");
+    const peerPort = socket.remotePort ?? 0;
     // The session id, made as the library makes it (which it does only on its own path).
     const id = BigInt(`0x${randomBytes(10).toString("hex")}`).toString(32).padStart(16, "0");
     readProxyHeader(socket, this.runtime.get().config.smtp.commandTimeoutMs).then(
-      (source) => callback(null, source ? { id, remoteAddress: source.address, remotePort: source.port } : { id }),
+      // LOCAL (the balancer's health check) or UNKNOWN: the balancer itself.
+      (source) => callback(null, { id, remoteAddress: source?.address ?? peer, remotePort: source?.port ?? peerPort }),
       (err: Error) => {
         // A trusted balancer that sends no (or a broken) header is misconfigured: never guess the client.
         this.metrics.connectionsRejected.inc({ reason: "proxy_header" });
