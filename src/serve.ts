@@ -11,7 +11,7 @@ import type { Config } from "./config/types.ts";
 import { DeliveryWorker } from "./deliver/worker.ts";
 import { Live } from "./live.ts";
 import type { Logger } from "./log.ts";
-import { createMetrics, registerPolicyGauge, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
+import { createMetrics, registerDiskGauges, registerPolicyGauge, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
 import { bounceFor } from "./queue/bounce.ts";
 import { QueueStore } from "./queue/store.ts";
 import { DiskSpace } from "./queue/disk-space.ts";
@@ -73,6 +73,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   registerQueueGauges(metrics, store);
   registerProcessMetrics(metrics, version);
   registerPolicyGauge(metrics, policyDb);
+  registerDiskGauges(metrics, disk);
   registerCertificateExpiry(metrics, () => runtime.get());
   // The newest good backup survives restarts: its manifest says when it was made.
   const lastBackup = newestBackupTime(config.backup.dir);

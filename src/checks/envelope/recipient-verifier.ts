@@ -78,7 +78,7 @@ export class RecipientVerifier {
     const release = await this.slot(route.uri, cfg.concurrencyPerHop);
     if (!release) return report({ kind: "tempfail", reply: "not probed: too many probes waiting for the next hop" }, "queue_full");
     try {
-      const target = { host: route.host, port: route.port, lmtp: route.protocol === "lmtp" };
+      const target = { host: route.host, port: route.port, lmtp: route.protocol === "lmtp", tls: route.tls ?? "opportunistic" };
       return report(await this.deps.probe(target, address, { heloName, timeoutMs: cfg.timeoutMs }).catch((err: Error) => ({ kind: "tempfail" as const, reply: err.message })));
     } finally {
       release();
