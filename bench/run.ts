@@ -23,6 +23,7 @@ import { fmt, percentile, sortedCopy, table } from "./lib/stats.ts";
 import { printSustained, runSustained } from "./lib/sustained-run.ts";
 import { DnsServer } from "../tests/helpers/dns.ts";
 import { measureUnderAttack, printUnderAttack } from "./lib/under-attack.ts";
+import { measureCluster, printCluster } from "./lib/cluster.ts";
 
 const BUILT = process.env.MAILRAVEN_BIN ? resolve(process.env.MAILRAVEN_BIN) : resolve(import.meta.dir, "../build/mailraven");
 /** The copy of BUILT that is measured: a rebuild during the run must not change what runs. */
@@ -293,10 +294,12 @@ async function main(): Promise<number> {
 
     const idle = k.idleConns > 0 && runs("idle") ? await measureIdle(k, dir, sinkPort) : null;
     const steady = k.sustainedS > 0 && runs("sustained") ? await runSustained(k, BINARY, dir, sink, payload, say) : null;
+    const clustered = k.clusterMessages > 0 && runs("cluster") ? await measureCluster(k, BINARY, dir, sink, payload, say) : null;
     if (work.length || idle) printReport(k, binaryLabel, sink.kind, work, idle, stopped.queued);
     if (defended) printDefenses(work, defended);
     if (attacked) printUnderAttack(attacked, k);
     if (steady) printSustained(steady, k.sustainedS);
+    if (clustered) printCluster(clustered);
     if (k.jsonOut) {
       const plain = {
         date: new Date().toISOString(),
@@ -319,6 +322,7 @@ async function main(): Promise<number> {
           })),
         },
         queueLeftAfterStop: stopped.queued,
+        cluster: clustered,
         sustained: steady?.map(({ result: r, ...rest }) => ({ ...rest, perMinute: r.perMinute, scheduled: r.scheduled, accepted: r.accepted, notStarted: r.notStarted, refusals: Object.fromEntries(r.refusals), seconds: r.seconds, acceptP50Ms: percentile(sortedCopy(r.acceptMs), 50), acceptP99Ms: percentile(sortedCopy(r.acceptMs), 99), rss: r.rss })),
       };
       writeFileSync(k.jsonOut, JSON.stringify(plain, null, 2));

@@ -3,7 +3,8 @@
 # Needs: npm packages (Bun comes from npm), and Debian's swaks, postfix (for smtp-source),
 # openssl, dnsmasq (the tests' DNS server), spamd, clamd, apparmor_parser, curl, pebble
 # (Let's Encrypt's ACME test server), strace (the fsync-order test traces the relay), prometheus
-# (promtool checks the alert rules, and a Prometheus evaluates the dashboard's queries), and
+# (promtool checks the alert rules, and a Prometheus evaluates the dashboard's queries),
+# redis-server and haproxy (several nodes sharing Redis behind a load balancer), and
 # for the system test (tests/system: a Debian root booted with systemd, run as root only)
 # debootstrap and systemd-nspawn; missing Debian packages are installed with apt-get (as root,
 # or with sudo). None of their services is started by the install; the tests run their own
@@ -26,6 +27,8 @@ command -v /usr/sbin/dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v curl >/dev/null || need+=(curl)
 command -v pebble >/dev/null || need+=(pebble)
 command -v strace >/dev/null || need+=(strace)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v promtool >/dev/null || need+=(prometheus)

@@ -12,6 +12,8 @@
 import type { Config } from "./config/types.ts";
 import { applyDeltas } from "./deliver/thread-metrics.ts";
 import { Outbox, type ToHost, type ToThread } from "./deliver/thread-protocol.ts";
+import { serveStsRequest } from "./deliver/thread-sts.ts";
+import type { StsStore } from "./deliver/mta-sts.ts";
 import { writeStdout, type Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { QueueStore } from "./queue/store.ts";
@@ -24,6 +26,8 @@ export interface DeliveryThreadDeps {
   readonly store: QueueStore;
   readonly log: Logger;
   readonly metrics: Metrics;
+  /** Where MTA-STS policies outlive a restart (the policy state); none: memory only. */
+  readonly stsStore?: StsStore;
   /** Where the thread's log lines go (stdout). */
   readonly write?: (text: string) => void;
 }
@@ -118,6 +122,12 @@ export class DeliveryThread {
         return applyDeltas(this.deps.metrics, m.deltas);
       case "stopped":
         return this.stopped?.();
+      case "sts-get":
+      case "sts-save":
+      case "sts-remove":
+        return serveStsRequest(this.deps.stsStore ?? null, m, (answer) => {
+          if (!this.closed && this.outbox === outbox) outbox.send(answer);
+        });
     }
   }
 

@@ -9,6 +9,7 @@ import { backupCommand, restoreCommand } from "./cli/backup-cmd.ts";
 import { CliError } from "./cli/admin-client.ts";
 import { queueCommand } from "./cli/queue-cmd.ts";
 import { blockCommand, greylistCommand } from "./cli/policy-cmd.ts";
+import { clusterCommand } from "./cli/cluster-cmd.ts";
 import { readPassword, userCommand } from "./cli/user-cmd.ts";
 import { dkimCommand } from "./cli/dkim-cmd.ts";
 import { apiKeyCommand } from "./cli/apikey-cmd.ts";
@@ -119,6 +120,8 @@ async function main(argv: string[]): Promise<number> {
       return greylistCommand(loadConfig(source), { positionals: rest, json: !!v.json, limit: v.limit }, out);
     case "block":
       return blockCommand(loadConfig(source), { positionals: rest, json: !!v.json, reason: v.reason, for: v.for }, out);
+    case "cluster":
+      return clusterCommand(loadConfig(source), { json: !!v.json }, out);
     case "queue":
       return queueCommand(loadConfig(source), { positionals: rest, json: !!v.json, state: v.state, domain: v.domain?.[0], olderThan: v["older-than"], limit: v.limit, after: v.after, bounce: !!v.bounce, silent: !!v.silent }, out);
     case "backup":

@@ -84,6 +84,32 @@ export function registerPolicyGauge(metrics: Metrics, source: { sizeBytes(): num
   });
 }
 
+/**
+ * Room on the state directory's file system and the reserve below which MAIL is deferred
+ * (queue.min_free_space), read when Prometheus scrapes; the disk alerts compare the two.
+ */
+export function registerDiskGauges(metrics: Metrics, disk: { freeBytes(): number; reserveBytes(): number }): void {
+  new Gauge({
+    name: "mailraven_disk_free_bytes",
+    help: "Bytes the relay may still write on the state directory's file system (statfs f_bavail)",
+    registers: [metrics.registry],
+    collect() {
+      const free = disk.freeBytes();
+      // An unreadable statfs is reported as unknown (no sample), never as a full or an infinite disk.
+      if (Number.isFinite(free)) this.set(free);
+      else this.reset();
+    },
+  });
+  new Gauge({
+    name: "mailraven_disk_reserve_bytes",
+    help: "queue.min_free_space: below this much free space new mail is deferred with 452 4.3.1",
+    registers: [metrics.registry],
+    collect() {
+      this.set(disk.reserveBytes());
+    },
+  });
+}
+
 /** Queue depth gauges, read from the store when Prometheus scrapes. */
 export function registerQueueGauges(metrics: Metrics, source: QueueDepthSource): void {
   new Gauge({

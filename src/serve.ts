@@ -11,7 +11,7 @@ import type { Config } from "./config/types.ts";
 import { DeliveryThread } from "./delivery-thread.ts";
 import { Live } from "./live.ts";
 import type { Logger } from "./log.ts";
-import { createMetrics, registerPolicyGauge, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
+import { createMetrics, registerDiskGauges, registerPolicyGauge, registerProcessMetrics, registerQueueGauges } from "./metrics.ts";
 import { bounceFor } from "./queue/bounce.ts";
 import { QueueStore } from "./queue/store.ts";
 import { DiskSpace } from "./queue/disk-space.ts";
@@ -21,7 +21,7 @@ import { assertLibraryCompatible } from "./smtp/connection-adapter.ts";
 import { startSmtpListener, type SmtpListener } from "./smtp/listener.ts";
 import { acquireStateLock } from "./state-lock.ts";
 import { pipelineServices } from "./checks/index.ts";
-import { PolicyStore } from "./policy/store.ts";
+import { openPolicyState } from "./state/open.ts";
 import { AuthGuard } from "./smtp/auth-guard.ts";
 import { UserStore } from "./users/store.ts";
 import { ApiKeyStore } from "./api/keys.ts";
@@ -44,14 +44,17 @@ export interface Running {
 }
 
 export async function serve(config: Config, log: Logger, version: string, opts: ServeOptions): Promise<Running> {
+  const startedAt = Date.now();
   assertLibraryCompatible();
   const lock = acquireStateLock(config.stateDir);
   const store = QueueStore.open(config.stateDir);
-  const policy = PolicyStore.open(config.stateDir);
+  const metrics = createMetrics();
+  const queueSize = () => ({ ...store.depth(), oldest: store.oldestReceivedAt() });
+  // policy.db, or the cluster's Redis in front of it (cluster.enabled).
+  const { state: policy, policyDb, cluster } = await openPolicyState(config, log, metrics, version, queueSize);
   const users = config.submission ? UserStore.open(config.stateDir) : null;
   const authGuard = config.submission ? new AuthGuard(config.submission, policy, log) : null;
   const apiKeys = config.api ? ApiKeyStore.open(config.stateDir) : null;
-  const metrics = createMetrics();
   const disk = new DiskSpace(config.stateDir, () => runtime.get().config.queue.minFreeSpace);
   const services = pipelineServices(policy, users, metrics, log);
   const acme = new AcmeManager({ config: () => runtime.get().config.acme, install: (material) => installAcmeCertificate(runtime, material, log), log });
@@ -69,13 +72,14 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   cleanup.unref();
   registerQueueGauges(metrics, store);
   registerProcessMetrics(metrics, version);
-  registerPolicyGauge(metrics, policy);
+  registerPolicyGauge(metrics, policyDb);
+  registerDiskGauges(metrics, disk);
   registerCertificateExpiry(metrics, () => runtime.get());
   // The newest good backup survives restarts: its manifest says when it was made.
   const lastBackup = newestBackupTime(config.backup.dir);
   if (lastBackup !== null) metrics.backupLastSuccess.set(lastBackup);
   // Delivery runs on a thread of its own: the SMTP thread only commits its outcomes.
-  const worker = new DeliveryThread({ config: () => runtime.get().config, store, log, metrics });
+  const worker = new DeliveryThread({ config: () => runtime.get().config, store, log, metrics, stsStore: policy });
   runtime.onChange((next, previous) => {
     if (next.config !== previous.config) worker.setConfig(next.config);
   });
@@ -96,7 +100,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
   };
 
   try {
-    const sessionDeps = { runtime, store, disk, log, metrics, users, authGuard, onQueued: () => worker.wake() };
+    const sessionDeps = { runtime, store, disk, log, metrics, users, authGuard, onQueued: () => worker.wake(), pregreet: policy };
     for (const address of config.smtp.listen) listeners.push(await startSmtpListener(address, sessionDeps, "mx"));
     for (const address of config.submission?.starttls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "submission"));
     for (const address of config.submission?.implicitTls ?? []) listeners.push(await startSmtpListener(address, sessionDeps, "smtps"));
@@ -107,7 +111,6 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         policy,
         users,
         apiKeys,
-        forgetGreylist: () => services.caches.greylist.clear(),
         log,
         metrics,
         wake: () => worker.wake(true),
@@ -116,6 +119,12 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         token: () => runtime.get().config.admin.token?.value ?? null,
         clientIp: requestIp,
         listenersUp: () => listeners.length,
+        cluster: {
+          enabled: cluster !== null,
+          redisUp: () => cluster?.redisUp() ?? false,
+          self: () => cluster?.nodes.self() ?? { name: config.hostname, version, startedAt, seenAt: Date.now(), queue: queueSize() },
+          list: () => cluster?.nodes.list() ?? Promise.resolve(null),
+        },
       });
       admin = startAdminServer(app, config.admin.listen, runtime.get().adminTls);
       log.info("admin listening", { address: config.admin.listen.host, port: admin.port, tls: !!config.admin.tls, token: !!config.admin.token });
@@ -125,7 +134,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
         config: () => runtime.get().config,
         keys: apiKeys,
         store,
-        buckets: services.caches.buckets,
+        rates: policy,
         sign: () => runtime.get().pipeline.signer,
         signs: (client, head) => runtime.get().pipeline.signs?.(client, head) ?? false,
         clientIp: requestIp,
@@ -143,6 +152,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
     await admin?.stop();
     apiKeys?.close();
     clearInterval(cleanup);
+    await cluster?.nodes.stop();
     store.close();
     policy.close();
     users?.close();
@@ -173,6 +183,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
     const needRestart = (["stateDir", "logLevel"] as const).filter((k) => before[k] !== next.config[k]);
     if (JSON.stringify(before.smtp.listen) !== JSON.stringify(next.config.smtp.listen)) needRestart.push("smtp.listen" as never);
     if (JSON.stringify(before.admin.listen) !== JSON.stringify(next.config.admin.listen)) needRestart.push("admin.listen" as never);
+    if (JSON.stringify(before.cluster) !== JSON.stringify(next.config.cluster)) needRestart.push("cluster" as never);
     runtime.set(next);
     log.info("configuration reloaded", needRestart.length ? { restart_needed_for: needRestart } : {});
     acme.reconsider();
@@ -193,6 +204,7 @@ export async function serve(config: Config, log: Logger, version: string, opts: 
       apiKeys?.close();
       clearInterval(cleanup);
       worker.terminate();
+      await cluster?.nodes.stop();
       store.close();
       policy.close();
       users?.close();

@@ -42,11 +42,13 @@ export interface Knobs {
   readonly sustainedRates: readonly number[];
   /** Seconds each sustained rate runs (0 skips the sustained workload). */
   readonly sustainedS: number;
-  /** Run only these parts: throughput (a, b), defenses, attack, idle, sustained; null runs them all. */
+  /** Messages per cluster workload (one node local, one node with Redis, two nodes sharing it); 0 skips it (CLUSTER_MESSAGES). */
+  readonly clusterMessages: number;
+  /** Run only these parts: throughput (a, b), defenses, attack, idle, sustained, cluster; null runs them all. */
   readonly only: ReadonlySet<string> | null;
 }
 
-const PARTS = ["throughput", "defenses", "attack", "idle", "sustained"];
+const PARTS = ["throughput", "defenses", "attack", "idle", "sustained", "cluster"];
 
 function list(name: string, fallback: string, parse: (item: string) => number | string | null): (number | string)[] {
   const raw = process.env[name]?.trim() || fallback;
@@ -84,6 +86,7 @@ export function readKnobs(): Knobs {
           },
     sustainedRates: list("SUSTAINED_RATES", "1000,10000", (i) => (/^\d+$/.test(i) && Number(i) >= 1 && Number(i) <= 1_000_000 ? Number(i) : null)) as number[],
     sustainedS: num("SUSTAINED_S", 60, 0, 86_400),
+    clusterMessages: num("CLUSTER_MESSAGES", 10_000, 0, 10_000_000),
     only: process.env.ONLY?.trim() ? new Set(list("ONLY", "", (i) => (PARTS.includes(i) ? i : null)) as string[]) : null,
   };
 }

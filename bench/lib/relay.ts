@@ -25,6 +25,12 @@ export interface RelayConfig {
    * is not, so sender authentication (on, asking this DNS server) checks its messages.
    */
   readonly attackDns?: string;
+  /**
+   * The cluster run: 127.0.0.1 is not trusted, so every message goes through the checks that
+   * keep state (connection rate, rate limits, greylisting), in this Redis when given (as node
+   * `nodeName`), else in the node's own state.
+   */
+  readonly stateChecks?: { readonly redis: string | null; readonly nodeName: string };
 }
 
 /** The config file the benchmark runs the relay with (YAML). */
@@ -43,11 +49,25 @@ smtp:
 relay:
   domains:
     bench.test: smtp://${HOST}:${c.sinkPort}
-  relay_networks: [${c.defensesDns ? "10.255.255.0/24" : c.attackDns ? "127.0.0.1/32" : "127.0.0.0/8"}]
+  relay_networks: [${c.defensesDns || c.stateChecks ? "10.255.255.0/24" : c.attackDns ? "127.0.0.1/32" : "127.0.0.0/8"}]
 # the admin API's default port (127.0.0.1:8025) may be in use by another relay on this host
 admin:
   enabled: false
-${c.defensesDns ? defensesYaml(c.defensesDns) : ""}${c.attackDns ? attackYaml(c.attackDns) : ""}`;
+${c.defensesDns ? defensesYaml(c.defensesDns) : ""}${c.attackDns ? attackYaml(c.attackDns) : ""}${c.stateChecks ? stateChecksYaml(c.stateChecks) : ""}`;
+}
+
+/** The checks that keep state, never reached (the load comes from one address); in Redis for a cluster. */
+function stateChecksYaml(s: NonNullable<RelayConfig["stateChecks"]>): string {
+  return `defenses:
+  connection_rate: 1000000
+  rate_limits: {per_ip: "100000000/1h", per_sender_domain: "100000000/1h"}
+  greylist: {delay: 1s}
+${s.redis ? `cluster:
+  enabled: true
+  redis: "${s.redis}"
+  node_name: ${s.nodeName}
+  key_prefix: "bench:"
+` : ""}`;
 }
 
 /** Sender authentication with its default budgets; nothing else that would slow the attacker down. */

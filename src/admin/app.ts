@@ -10,18 +10,19 @@ import { bearerAuth } from "./auth.ts";
 import { ApiError, errorBody } from "./errors.ts";
 import { queueRoutes, type QueueRouteDeps } from "./queue-routes.ts";
 import { policyRoutes } from "./policy-routes.ts";
-import type { PolicyStore } from "../policy/store.ts";
+import type { PolicyState } from "../state/types.ts";
 import type { UserStore } from "../users/store.ts";
 import { userRoutes } from "./user-routes.ts";
 import { apiKeyRoutes } from "./apikey-routes.ts";
+import { clusterRoutes, type ClusterView } from "./cluster-routes.ts";
 import type { ApiKeyStore } from "../api/keys.ts";
 import type { DiskSpace } from "../queue/disk-space.ts";
 
 export interface AdminDeps extends QueueRouteDeps {
-  readonly policy: PolicyStore;
+  /** This node's policy state, or the cluster's. */
+  readonly policy: PolicyState;
   readonly users: UserStore | null;
   readonly apiKeys: ApiKeyStore | null;
-  readonly forgetGreylist: () => void;
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly backups: BackupRunner;
@@ -31,6 +32,8 @@ export interface AdminDeps extends QueueRouteDeps {
   readonly listenersUp: () => number;
   /** The state directory's free space (queue.min_free_space); absent: not checked. */
   readonly disk?: DiskSpace;
+  /** The cluster this node is part of (or this node alone). */
+  readonly cluster: ClusterView;
 }
 
 export function createAdminApp(deps: AdminDeps): Hono {
@@ -43,7 +46,10 @@ export function createAdminApp(deps: AdminDeps): Hono {
     const lowSpace = deps.disk?.low() ?? false;
     const status = listeners === 0 ? "unavailable" : !queueWritable || lowSpace ? "degraded" : "ok";
     const disk = deps.disk ? { disk_free_bytes: deps.disk.freeBytes(), low_disk_space: lowSpace } : {};
-    return c.json({ status, queue_writable: queueWritable, ...disk, smtp_listeners: listeners }, status === "ok" ? 200 : 503);
+    // Without Redis the node still takes mail, on its own state: reported, but never a reason
+    // for a load balancer's health check to take every node out at once.
+    const redis = deps.cluster.enabled ? { redis: deps.cluster.redisUp() ? "up" : "down", degraded: !deps.cluster.redisUp() } : {};
+    return c.json({ status, queue_writable: queueWritable, ...disk, smtp_listeners: listeners, ...redis }, status === "ok" ? 200 : 503);
   });
 
   app.get("/metrics", async (c) => {
@@ -53,11 +59,12 @@ export function createAdminApp(deps: AdminDeps): Hono {
 
   app.use("/admin/*", bearerAuth(deps));
   app.route("/admin/queue", queueRoutes(deps));
-  const policy = policyRoutes(deps.policy, deps.forgetGreylist);
+  const policy = policyRoutes(deps.policy);
   app.route("/admin/greylist", policy.greylist);
   app.route("/admin/blocklist", policy.blocklist);
   app.route("/admin/users", userRoutes(deps.users));
   app.route("/admin/apikeys", apiKeyRoutes(deps.apiKeys));
+  app.route("/admin/cluster", clusterRoutes(deps.cluster));
   app.post("/admin/backup", async (c) => {
     try {
       const result = await deps.backups.run();

@@ -2,7 +2,8 @@
 
 import { Hono } from "hono";
 import { parseCidr } from "../net/cidr.ts";
-import type { BlockEntry, GreylistEntry, PolicyStore } from "../policy/store.ts";
+import type { BlockEntry, GreylistEntry } from "../policy/store.ts";
+import type { BlockState, GreylistState } from "../state/types.ts";
 import { parseDuration } from "../units.ts";
 import { ApiError, jsonObject } from "./errors.ts";
 
@@ -32,23 +33,23 @@ function cidrOf(raw: unknown): string {
   return raw;
 }
 
-/** `forgetGreylist` drops the in-memory copies of triplets, so a removal takes effect at once. */
-export function policyRoutes(policy: PolicyStore, forgetGreylist: () => void, now: () => number = Date.now) {
+/** Edits go to the policy state in use: with a cluster's Redis, they apply on every node. */
+export function policyRoutes(policy: GreylistState & BlockState, now: () => number = Date.now) {
   const greylist = new Hono();
-  greylist.get("/", (c) => {
+  greylist.get("/", async (c) => {
     const limit = limitOf(c.req.query("limit"));
-    const page = policy.listGreylist(c.req.query("after") ?? "", limit);
+    const page = await policy.listGreylist(c.req.query("after") ?? "", limit);
     const last = page[page.length - 1];
     return c.json({ entries: page.map(greylistJson), next: page.length === limit && last ? `${last.network} ${last.sender} ${last.recipient}` : null });
   });
-  greylist.delete("/", (c) => {
+  greylist.delete("/", async (c) => {
     const network = c.req.query("network");
     if (!network) throw new ApiError(400, "bad_parameter", "network is required (e.g. 192.0.2.0/24); add sender and recipient to remove one triplet");
     const sender = c.req.query("sender") ?? null;
     const recipient = c.req.query("recipient") ?? null;
     if ((sender === null) !== (recipient === null)) throw new ApiError(400, "bad_parameter", "give both sender and recipient, or neither");
-    const removed = policy.removeGreylist(network, sender, recipient);
-    forgetGreylist();
+    // The state tells the checks (on every node) to forget their cached copies.
+    const removed = await policy.removeGreylist(network, sender, recipient);
     return c.json({ removed });
   });
 
@@ -65,11 +66,11 @@ export function policyRoutes(policy: PolicyStore, forgetGreylist: () => void, no
       if (!ms) throw new ApiError(400, "bad_parameter", 'expires_in must be a duration such as "1h" or "7d"');
       expiresAt = now() + ms;
     }
-    return c.json(blockJson(policy.block(cidr, reason, now(), expiresAt)), 201);
+    return c.json(blockJson(await policy.block(cidr, reason, now(), expiresAt)), 201);
   });
-  blocklist.delete("/:cidr{.+}", (c) => {
+  blocklist.delete("/:cidr{.+}", async (c) => {
     const cidr = cidrOf(decodeURIComponent(c.req.param("cidr")));
-    if (!policy.unblock(cidr)) throw new ApiError(404, "not_found", `${cidr} is not on the blocklist`);
+    if (!(await policy.unblock(cidr))) throw new ApiError(404, "not_found", `${cidr} is not on the blocklist`);
     return c.json({ cidr, removed: true });
   });
 

@@ -6,7 +6,7 @@ import { Hono } from "hono";
 import { Readable } from "node:stream";
 import { routeFor } from "../checks/relay-policy.ts";
 import type { ClientInfo, ContentCheck } from "../checks/types.ts";
-import { take, type Buckets } from "../checks/envelope/rate-limit.ts";
+import type { RateState } from "../state/types.ts";
 import type { Config } from "../config/types.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
@@ -24,7 +24,8 @@ export interface SendApiDeps {
   readonly config: () => Config;
   readonly keys: ApiKeyStore;
   readonly store: QueueStore;
-  readonly buckets: Buckets;
+  /** Key rates live in the policy state: shared by a cluster's nodes. */
+  readonly rates: RateState;
   /** DKIM signing (or nothing), from the content pipeline. */
   readonly sign: () => ContentCheck | null;
   /** Whether that signer will sign for this client and header section (see Pipeline.signs). */
@@ -49,7 +50,7 @@ export function createSendApi(deps: SendApiDeps): Hono {
   app.post("/api/v1/messages", async (c) => {
     const config = deps.config();
     const key = authenticate(c.req.header("authorization"));
-    if (key.rateLimit && !take(deps.buckets, `apikey ${key.id}`, key.rateLimit, Date.now())) {
+    if (key.rateLimit && (await deps.rates.take([{ key: `apikey ${key.id}`, limit: key.rateLimit }], Date.now())) !== -1) {
       c.header("Retry-After", String(Math.ceil(key.rateLimit.windowMs / key.rateLimit.messages / 1000)));
       throw new HttpError(429, "rate_limited", `key ${key.name} is over its rate of ${key.rateLimit.messages} messages per ${key.rateLimit.windowMs / 1000} s`);
     }

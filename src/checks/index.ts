@@ -19,16 +19,16 @@ import { spamCheck } from "./content/spamd.ts";
 import { Resolver } from "../dns/resolver.ts";
 import type { Logger } from "../log.ts";
 import type { FailOpenCheck, Metrics } from "../metrics.ts";
-import type { PolicyStore } from "../policy/store.ts";
+import type { PolicyState } from "../state/types.ts";
 import type { UserStore } from "../users/store.ts";
 import { fromIdentity, senderIdentity } from "./submission/identity.ts";
 import { userRateLimit } from "./submission/user-rate-limit.ts";
 import { blocklistCheck } from "./connect/blocklist.ts";
-import { connectionCounts, connectionRateCheck, type ConnectionCounts } from "./connect/connection-rate.ts";
+import { connectionRateCheck } from "./connect/connection-rate.ts";
 import { dnsblCache, dnsblCheck, type DnsblCache } from "./connect/dnsbl.ts";
 import { bareNewline, headerSize, hopCount, messageSize, nulOctets } from "./data-policy.ts";
 import { greylistCache, greylistCheck, type GreylistCache } from "./envelope/greylist.ts";
-import { buckets, rateLimitCheck, type Buckets } from "./envelope/rate-limit.ts";
+import { rateLimitCheck } from "./envelope/rate-limit.ts";
 import { relayPolicy } from "./relay-policy.ts";
 import { recipientValidation } from "./envelope/recipient-validation.ts";
 import { RecipientVerifier } from "./envelope/recipient-verifier.ts";
@@ -37,10 +37,11 @@ import type { Check, ConnectContext, ContentCheck, MailContext, Pipeline, RcptCo
 
 /** State the checks keep across configuration reloads. */
 export interface PipelineServices {
-  readonly policy: PolicyStore;
+  /** Greylisting, rate limits, the blocklist and the caches: this node's, or a cluster's in Redis. */
+  readonly state: PolicyState;
   /** Submission users; null when submission is not configured. */
   readonly users: UserStore | null;
-  readonly caches: { readonly dnsbl: DnsblCache; readonly connections: ConnectionCounts; readonly buckets: Buckets; readonly greylist: GreylistCache; readonly greylistNew: Buckets };
+  readonly caches: { readonly dnsbl: DnsblCache; readonly greylist: GreylistCache };
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly now: () => number;
@@ -51,17 +52,16 @@ export interface PipelineServices {
   readonly verifier: RecipientVerifier;
 }
 
-export function pipelineServices(policy: PolicyStore, users: UserStore | null, metrics: Metrics, log: Logger, now: () => number = Date.now): PipelineServices {
+export function pipelineServices(state: PolicyState, users: UserStore | null, metrics: Metrics, log: Logger, now: () => number = Date.now): PipelineServices {
   // lru-cache allocates its whole capacity up front (megabytes each): a cache is made the
   // first time a configured check asks for it, never for checks that are off.
   const dnsbl = once(dnsblCache);
-  const connections = once(connectionCounts);
-  const bucket = once(buckets);
   const greylist = once(greylistCache);
-  const greylistNew = once(buckets);
+  // Triplets removed here or on another node must not live on in memory.
+  state.onGreylistChange(() => greylist().clear());
   assertProbeCompatible();
   const verifier = new RecipientVerifier({
-    cache: policy,
+    cache: state,
     probe: probeRecipient,
     now,
     onProbe: (result, route, address, reply) => {
@@ -70,7 +70,7 @@ export function pipelineServices(policy: PolicyStore, users: UserStore | null, m
     },
   });
   return {
-    policy,
+    state,
     users,
     metrics,
     log,
@@ -82,17 +82,8 @@ export function pipelineServices(policy: PolicyStore, users: UserStore | null, m
       get dnsbl() {
         return dnsbl();
       },
-      get connections() {
-        return connections();
-      },
-      get buckets() {
-        return bucket();
-      },
       get greylist() {
         return greylist();
-      },
-      get greylistNew() {
-        return greylistNew();
       },
     },
   };
@@ -125,9 +116,9 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
   function connectCheck(name: (typeof config.pipeline.connect)[number]): Check<ConnectContext> {
     switch (name) {
       case "blocklist":
-        return blocklistCheck(d.blocklist, s.policy, s.now);
+        return blocklistCheck(d.blocklist, s.state, s.now);
       case "connection_rate":
-        return connectionRateCheck(d.connectionRate, () => s.caches.connections, s.now, config.smtp.ipv6PrefixLength);
+        return connectionRateCheck(d.connectionRate, s.state, s.now, config.smtp.ipv6PrefixLength);
       case "dnsbl":
         return dnsblCheck(d.dnsbl!, {
           resolver,
@@ -147,13 +138,13 @@ export function buildPipeline(config: Config, s: PipelineServices): Pipeline {
   const sub = config.submission;
   const users = s.users;
   const mail: Check<MailContext>[] = [
-    ...(sub && users ? [senderIdentity(users), ...(sub.rateLimit ? [userRateLimit(sub.rateLimit, s.caches.buckets, s.now)] : [])] : []),
-    ...config.pipeline.mail.map(() => rateLimitCheck(d.rateLimits, s.caches.buckets, s.now, config.smtp.ipv6PrefixLength)),
+    ...(sub && users ? [senderIdentity(users), ...(sub.rateLimit ? [userRateLimit(sub.rateLimit, s.state, s.now)] : [])] : []),
+    ...config.pipeline.mail.map(() => rateLimitCheck(d.rateLimits, s.state, s.now, config.smtp.ipv6PrefixLength)),
   ];
   const rcpt: Check<RcptContext>[] = [
     relayPolicy(config.relay, config.outbound.mxDelivery),
     ...(config.relay.recipients.size ? [recipientValidation(config.relay, (address, route) => s.verifier.verify(address, route, config.relay.recipientVerification, config.hostname))] : []),
-    ...config.pipeline.rcpt.map(() => greylistCheck(d.greylist!, s.policy, s.caches.greylist, s.now, (decision) => s.metrics.greylistDecisions.inc({ decision }), s.caches.greylistNew)),
+    ...config.pipeline.rcpt.map(() => greylistCheck(d.greylist!, s.state, s.caches.greylist, s.now, (decision) => s.metrics.greylistDecisions.inc({ decision }))),
   ];
   const identityCheck: ContentCheck[] = sub && users ? [fromIdentity(users)] : [];
   const content: ContentCheck[] = identityCheck.concat(...config.pipeline.content.map((name): ContentCheck[] => {

@@ -90,6 +90,12 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       rm: { operands: "CIDR", count: [1, 1], options: ["json"], does: "unblock a network" },
     },
   },
+  cluster: {
+    defaultVerb: "ls",
+    forms: {
+      ls: { options: ["json"], does: "the nodes sharing this node's Redis (cluster.enabled), each with its queue size" },
+    },
+  },
   backup: {
     forms: { "": { options: ["offline", "verify", "json"], does: "whole-service backup (queue, policy.db, DKIM keys, ACME, configuration) through the admin API, or directly with --offline; --verify DIR checks one against its manifest" } },
   },
@@ -162,7 +168,7 @@ ${lines.join("\n")}
 Options:
 ${optionLine("config")}
 ${optionLine("embedded-config")}
-  --json                    machine-readable output (queue, apikey, user ls, dkim, greylist, block, backup, restore)
+  --json                    machine-readable output (queue, apikey, user ls, dkim, greylist, block, cluster, backup, restore)
   -h, --help                show this help
   --version                 print the version
 `;

@@ -27,6 +27,7 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
       shutdown_timeout: formatDuration(c.smtp.shutdownTimeoutMs),
       tls: c.smtp.tls ? { cert_file: c.smtp.tls.certFile, key_file: c.smtp.tls.keyFile } : null,
       ipv6_prefix_length: c.smtp.ipv6PrefixLength,
+      proxy_protocol: { trusted: c.smtp.proxyProtocol.trusted.map((x) => x.text) },
       data_timeout: formatDuration(c.smtp.dataTimeoutMs),
       min_data_rate: c.smtp.minDataRate,
       nul_bytes: c.smtp.nulBytes,
@@ -99,6 +100,24 @@ export function effectiveConfig(c: Config): Record<string, unknown> {
           ca_file: c.acme.caFile,
         }
       : { enabled: false },
+    cluster: clusterView(c.cluster),
+  };
+}
+
+function clusterView(k: Config["cluster"]): Record<string, unknown> {
+  if (!k) return { enabled: false };
+  return {
+    enabled: true,
+    // Never the password: the URL shows "redacted" in its place, password* where it comes from.
+    redis: k.shownUrl,
+    password: k.password ? `(redacted, from ${k.password.source})` : null,
+    ca_file: k.caFile,
+    key_prefix: k.keyPrefix,
+    node_name: k.nodeName,
+    timeout: formatDuration(k.timeoutMs),
+    refresh_interval: formatDuration(k.refreshIntervalMs),
+    heartbeat: formatDuration(k.heartbeatMs),
+    fallback: { ...k.fallback },
   };
 }
 

@@ -14,6 +14,7 @@ import { systemServers } from "../dns/resolver.ts";
 import { parseOutbound, TLS_POLICIES } from "./outbound.ts";
 import { parseSubmission } from "./submission.ts";
 import { checkAcmePrecedence, parseAcme } from "./acme.ts";
+import { parseCluster, parseProxyProtocol } from "./cluster.ts";
 import { domainRecipients, parseRecipientVerification, RECIPIENT_KEYS } from "./recipients.ts";
 import type { DomainRecipients } from "./types.ts";
 import { minFreeSpace, SMTP_HARDENING_KEYS, smtpHardening } from "./smtp-hardening.ts";
@@ -45,7 +46,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     vars: env.vars ?? process.env,
     readFile: env.readFile ?? ((p) => readFileSync(resolve(env.cwd, p), "utf8")),
   };
-  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup", "dns", "defenses", "pipeline", "outbound", "submission", "api", "acme"]);
+  const top = r.section(doc, "", ["hostname", "state_dir", "log_level", "smtp", "relay", "queue", "delivery", "admin", "backup", "dns", "defenses", "pipeline", "outbound", "submission", "api", "acme", "cluster"]);
 
   const hostname = r.string(top, "hostname", "", osHostname());
   if (!isHostname(hostname)) r.fail("hostname", "a fully qualified host name such as mx.example.org", hostname);
@@ -53,6 +54,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
   const smtpObj = r.section(top.smtp, "smtp", [
     "listen", "max_connections", "max_connections_per_ip", "idle_timeout", "command_timeout", "max_message_size",
     "max_recipients", "max_line_length", "max_hops", "greeting_delay", "greeting_allowlist", "shutdown_timeout", "tls", "ipv6_prefix_length",
+    "proxy_protocol",
     ...SMTP_HARDENING_KEYS,
   ]);
   const relayObj = r.section(top.relay, "relay", ["domains", "relay_networks", "smarthost", "recipient_verification"]);
@@ -93,6 +95,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       tls: smtpTls,
       // Postfix 3.8's smtpd_client_ipv6_prefix_length: one subscriber's /64 is one client.
       ipv6PrefixLength: r.int(smtpObj, "ipv6_prefix_length", "smtp", 64, 16, 128),
+      proxyProtocol: parseProxyProtocol(r, smtpObj.proxy_protocol),
       ...smtpHardening(r, smtpObj),
     },
     relay: {
@@ -130,6 +133,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     api: apiConfig(r, top.api, env.cwd),
     submission: parseSubmission(r, top.submission, env.cwd, smtpTls, (list, path) => addressList(r, list, path), !!acme),
     acme,
+    cluster: parseCluster(r, top.cluster, secrets, env.cwd),
   };
   if (r.problems.length) throw new ConfigErrors(r.problems);
   return deepFreeze(config);

@@ -41,6 +41,8 @@ export interface SmtpConfig {
   readonly tls: TlsFiles | null;
   /** IPv6 clients are counted, limited and blocked by their network of this many bits (net/cidr.ts clientKey). */
   readonly ipv6PrefixLength: number;
+  /** Load balancers whose PROXY header (v1 or v2) gives the client's address; empty: none. */
+  readonly proxyProtocol: { readonly trusted: readonly Cidr[] };
   /** Message content (DATA, or all the chunks of BDAT) must arrive within this. */
   readonly dataTimeoutMs: number;
   /** Bytes per second content must keep arriving at (Postfix's smtpd_min_data_rate); 0: none. */
@@ -244,6 +246,29 @@ export interface OutboundConfig {
   readonly dkimSign: boolean;
 }
 
+/** When Redis does not answer: the node's own state (local) or no limit at all (open). */
+export type FallbackMode = "local" | "open";
+
+/** Several nodes sharing their policy state in Redis or Valkey (src/state/redis.ts). */
+export interface ClusterConfig {
+  /** With the password in it, for the client only; never shown. */
+  readonly url: string;
+  /** The URL as check-config and the logs show it. */
+  readonly shownUrl: string;
+  readonly password: Secret | null;
+  /** PEM bundle trusted for rediss:// instead of the system roots; null: the system roots. */
+  readonly caFile: string | null;
+  readonly keyPrefix: string;
+  readonly nodeName: string;
+  /** Longest wait for one Redis command; past it the node uses its fallback. */
+  readonly timeoutMs: number;
+  /** Backstop for missed change notices: how often the blocklist version is compared. */
+  readonly refreshIntervalMs: number;
+  /** How often this node announces itself (its key lives three times as long). */
+  readonly heartbeatMs: number;
+  readonly fallback: { readonly greylist: FallbackMode; readonly rate_limits: FallbackMode; readonly connection_rate: FallbackMode; readonly auth_failures: FallbackMode };
+}
+
 /** Certificates from an ACME CA (acme section); files under `dir`, see src/acme/. */
 export interface AcmeConfig {
   /** The CA's directory URL (https). */
@@ -283,4 +308,6 @@ export interface Config {
   readonly api: { readonly listen: ListenAddress; readonly tls: TlsFiles | null } | null;
   /** Automatic certificates for STARTTLS and submission; null when acme.enabled is not true. */
   readonly acme: AcmeConfig | null;
+  /** Shared policy state in Redis; null: a single node (cluster.enabled is not true). */
+  readonly cluster: ClusterConfig | null;
 }

@@ -1,8 +1,10 @@
 // MTA-STS (RFC 8461): a domain's published promise that its MX hosts speak TLS with
 // certificates valid for their names. Policies are fetched with mailauth (the _mta-sts TXT
 // record through our resolver, then https://mta-sts.<domain>/.well-known/mta-sts.txt checked
-// against Bun's CA list and NODE_EXTRA_CA_CERTS) and cached in memory until they expire. applyStsPolicy turns a policy and
-// the domain's MX hosts into the hosts that may be used and the TLS policy each must meet.
+// against Bun's CA list and NODE_EXTRA_CA_CERTS) and cached in memory until they expire, and in
+// the policy state (policy.db, or a cluster's Redis) so a restart or another node knows them too
+// (RFC 8461 3.3). applyStsPolicy turns a policy and the domain's MX hosts into the hosts that
+// may be used and the TLS policy each must meet.
 
 import type { MTASTSPolicy, MTASTSPolicyResult } from "mailauth";
 import { getPolicy, validateMx, type MTASTSOptions } from "mailauth/lib/mta-sts.js";
@@ -25,10 +27,20 @@ export interface StsLookup {
 /** Policies we hold beyond this are dropped oldest first; a dropped one is fetched again. */
 const MAX_CACHED = 10_000;
 
+/** Where policies outlive the process: the policy state's MTA-STS entries (JSON text). */
+export interface StsStore {
+  stsPolicy(domain: string): string | null | Promise<string | null>;
+  saveStsPolicy(domain: string, json: string, expiresAt: number): void;
+  removeStsPolicy(domain: string): void;
+}
+
 export class MtaStsPolicies {
   private readonly cache = new Map<string, StsPolicy>();
 
-  constructor(private readonly fetch: FetchPolicy = getPolicy as FetchPolicy) {}
+  constructor(
+    private readonly fetch: FetchPolicy = getPolicy as FetchPolicy,
+    private readonly store: StsStore | null = null,
+  ) {}
 
   /**
    * The policy in force for a domain. The TXT record is looked up every time (RFC 8461 5.1: an
@@ -37,7 +49,7 @@ export class MtaStsPolicies {
    */
   async lookup(domain: string, resolver: StsResolver, timeoutMs: number): Promise<StsLookup> {
     const key = domain.toLowerCase();
-    const known = this.cache.get(key) ?? null;
+    const known = this.cache.get(key) ?? (await this.stored(key));
     let res: MTASTSPolicyResult;
     try {
       res = await this.fetch(key, known, { resolver: resolver as MTASTSOptions["resolver"], timeout: timeoutMs });
@@ -50,10 +62,24 @@ export class MtaStsPolicies {
       this.cache.delete(key);
       this.cache.set(key, policy);
       if (this.cache.size > MAX_CACHED) this.cache.delete(this.cache.keys().next().value!);
+      if (known?.id !== policy.id || known?.expires !== policy.expires) this.store?.saveStsPolicy(key, JSON.stringify(policy), Date.parse(policy.expires));
     } else if (res.status === "not_found") {
       this.cache.delete(key);
+      if (known) this.store?.removeStsPolicy(key);
     }
     return { policy, status: res.status, error: error ?? null };
+  }
+
+  /** A policy kept from before (a restart, or another node of the cluster); null when none or unreadable. */
+  private async stored(domain: string): Promise<StsPolicy | null> {
+    if (!this.store) return null;
+    try {
+      const json = await this.store.stsPolicy(domain);
+      const p = json === null ? null : (JSON.parse(json) as StsPolicy);
+      return p && p.id && p.expires && Date.parse(p.expires) > Date.now() ? p : null;
+    } catch {
+      return null;
+    }
   }
 }
 

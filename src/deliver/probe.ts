@@ -6,7 +6,8 @@
 // assertProbeCompatible at start-up, so a library upgrade that renames them fails loudly).
 
 import SMTPConnection from "nodemailer/lib/smtp-connection";
-import { startTlsOptions } from "./tls-policy.ts";
+import { sessionOptions } from "./smtp-client.ts";
+import { demandsTls, type TlsPolicy } from "./tls-policy.ts";
 
 /** ok: 2xx to RCPT; unknown: 5xx to RCPT; tempfail: anything else (no session, 4xx, MAIL refused, timeout). */
 export type ProbeResult = { readonly kind: "ok" | "unknown" | "tempfail"; readonly reply: string };
@@ -15,6 +16,8 @@ export interface ProbeTarget {
   readonly host: string;
   readonly port: number;
   readonly lmtp: boolean;
+  /** The route's ?tls= policy: a probe never goes in clear text where delivery would not. */
+  readonly tls: TlsPolicy;
 }
 
 export interface ProbeOptions {
@@ -49,18 +52,8 @@ const oneLine = (reply: string) => reply.replace(/\s+/g, " ").trim().slice(0, 30
 export function probeRecipient(target: ProbeTarget, address: string, opts: ProbeOptions): Promise<ProbeResult> {
   // smtp-server parsed it from one command line; this keeps a command of ours one line too.
   if (/[\x00-\x1f<>]/.test(address)) return Promise.resolve({ kind: "tempfail", reply: "not probed: the address has characters a RCPT command cannot carry" });
-  const conn = new SMTPConnection({
-    host: target.host,
-    port: target.port,
-    lmtp: target.lmtp,
-    name: opts.heloName,
-    secure: false,
-    // A configured next hop, as for delivery: STARTTLS when offered, certificate not checked.
-    ...startTlsOptions("opportunistic"),
-    connectionTimeout: opts.timeoutMs,
-    greetingTimeout: opts.timeoutMs,
-    socketTimeout: opts.timeoutMs,
-  } as SMTPConnection.Options);
+  // The same session as a delivery to that route, under the route's TLS policy.
+  const conn = new SMTPConnection(sessionOptions(target, opts.heloName, opts.timeoutMs, opts.timeoutMs));
   return new Promise((resolve) => {
     let settled = false;
     const finish = (r: ProbeResult, quit: boolean) => {
@@ -76,6 +69,7 @@ export function probeRecipient(target: ProbeTarget, address: string, opts: Probe
     conn.once("end", () => finish({ kind: "tempfail", reply: "4.4.2 the next hop closed the connection" }, false));
     conn.connect(async (err) => {
       if (err) return finish({ kind: "tempfail", reply: oneLine((err as { response?: string }).response ?? `4.4.1 ${err.message}`) }, false);
+      if (demandsTls(target.tls) && !conn.secure) return finish({ kind: "tempfail", reply: "4.7.5 TLS required but not available" }, true);
       // The null sender, as for a bounce: the probe is about the recipient alone.
       const mail = await command(conn, "MAIL FROM:<>");
       if (!mail.startsWith("2")) return finish({ kind: "tempfail", reply: oneLine(mail) }, true);

@@ -35,6 +35,21 @@ export interface HopTarget {
   readonly label: string;
 }
 
+/** nodemailer options for one session with a next hop: plain connect, then STARTTLS as `target.tls` says. */
+export function sessionOptions(target: Pick<HopTarget, "host" | "port" | "lmtp" | "tls" | "servername">, heloName: string, connectTimeoutMs: number, timeoutMs: number): SMTPConnection.Options {
+  return {
+    host: target.host,
+    port: target.port,
+    lmtp: target.lmtp,
+    name: heloName,
+    secure: false,
+    ...startTlsOptions(target.tls, target.servername),
+    connectionTimeout: connectTimeoutMs,
+    greetingTimeout: connectTimeoutMs,
+    socketTimeout: timeoutMs,
+  } as SMTPConnection.Options;
+}
+
 /**
  * Why a session could not be opened:
  *   connect        no TCP connection, a timeout, or the server hung up
@@ -89,17 +104,7 @@ export class HopConnection {
 
   /** Connects, reads the greeting, says EHLO (or LHLO), negotiates TLS as the policy says. */
   static open(target: HopTarget, opts: ClientOptions, mx: boolean): Promise<HopConnection> {
-    const conn = new SMTPConnection({
-      host: target.host,
-      port: target.port,
-      lmtp: target.lmtp,
-      name: opts.heloName,
-      secure: false,
-      ...startTlsOptions(target.tls, target.servername),
-      connectionTimeout: opts.connectTimeoutMs,
-      greetingTimeout: opts.connectTimeoutMs,
-      socketTimeout: opts.timeoutMs,
-    } as SMTPConnection.Options);
+    const conn = new SMTPConnection(sessionOptions(target, opts.heloName, opts.connectTimeoutMs, opts.timeoutMs));
     // An 'error' event without a listener would throw; errors after the ones we wait for below
     // (a reset during QUIT of a refused session) only mean the session is gone.
     conn.on("error", () => {});

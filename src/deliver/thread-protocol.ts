@@ -5,6 +5,7 @@
 import type { Config } from "../config/types.ts";
 import type { NewMessage, RecipientOutcome } from "../queue/store.ts";
 import type { Deltas } from "./thread-metrics.ts";
+import type { StsAnswer, StsRequest } from "./thread-sts.ts";
 
 export type ToThread =
   /**
@@ -19,6 +20,8 @@ export type ToThread =
   | { readonly t: "wake"; readonly everything: boolean }
   /** The outcome of a record request: committed, or why not. */
   | { readonly t: "recorded"; readonly seq: number; readonly error: string | null }
+  /** A stored MTA-STS policy the thread asked for (thread-sts.ts). */
+  | StsAnswer
   /** Shutdown: take no more work, finish and record what is in flight, then say "stopped". */
   | { readonly t: "stop" };
 
@@ -28,6 +31,8 @@ export type ToHost =
   /** Finished log lines (journald priority included when stdout is the journal), for stdout. */
   | { readonly t: "log"; readonly text: string }
   | { readonly t: "metrics"; readonly deltas: Deltas }
+  /** MTA-STS policies in the policy state, which the SMTP thread owns (thread-sts.ts). */
+  | StsRequest
   | { readonly t: "stopped" };
 
 /**

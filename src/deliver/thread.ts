@@ -14,6 +14,7 @@ import { QueueReader } from "../queue/reader.ts";
 import { MetricDeltas } from "./thread-metrics.ts";
 import { Outbox, type ToHost, type ToThread } from "./thread-protocol.ts";
 import { ThreadQueue } from "./thread-queue.ts";
+import { RemoteStsStore } from "./thread-sts.ts";
 import { DeliveryWorker } from "./worker.ts";
 
 declare const self: Worker;
@@ -23,6 +24,7 @@ let worker: DeliveryWorker | null = null;
 let queue: ThreadQueue | null = null;
 let db: Database | null = null;
 let logText = "";
+let sts: RemoteStsStore | null = null;
 const outbox = new Outbox<ToHost>(
   (batch) => self.postMessage(batch),
   () => {
@@ -51,6 +53,8 @@ function handle(m: ToThread): void {
       return worker?.wake(m.everything);
     case "recorded":
       return queue?.recorded(m.seq, m.error);
+    case "sts":
+      return sts?.answered(m);
     case "stop":
       return void stop();
   }
@@ -63,7 +67,8 @@ function start(initial: Config, wakeFlag: Int32Array): void {
   const opened = QueueReader.open(initial.stateDir);
   db = opened.db;
   queue = new ThreadQueue(opened.reader, outbox);
-  worker = new DeliveryWorker({ config: () => config!, store: queue, log, metrics, looking: () => Atomics.store(wakeFlag, 0, 0) });
+  sts = new RemoteStsStore((request) => outbox.send(request));
+  worker = new DeliveryWorker({ config: () => config!, store: queue, log, metrics, stsStore: sts, looking: () => Atomics.store(wakeFlag, 0, 0) });
   worker.start();
   // After the first look at the queue (start() asked for it first): from here on, new mail
   // reaches delivery only through the wake-ups the SMTP thread sends after each commit.

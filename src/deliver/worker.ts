@@ -15,7 +15,7 @@ import { notifies, type FailedRecipient, type ReportedRecipient } from "../queue
 import type { DueRecipient, NewMessage, RecipientOutcome, StoredBody } from "../queue/store.ts";
 import { openMx, openRoute } from "./connect.ts";
 import { sendStored } from "./outbound-message.ts";
-import { MtaStsPolicies } from "./mta-sts.ts";
+import { MtaStsPolicies, type StsStore } from "./mta-sts.ts";
 import { selfMatcher } from "./mx.ts";
 import { RoutePool } from "./pool.ts";
 import { DeliveryFailure, type FailureResult, type RecipientResult } from "./result.ts";
@@ -66,12 +66,14 @@ export interface WorkerDeps {
   readonly now?: () => number;
   /** Called just before the queue is read for new mail: mail committed before this call is found by that read. */
   readonly looking?: () => void;
+  /** Where MTA-STS policies outlive a restart (the policy state); none: memory only. */
+  readonly stsStore?: StsStore;
 }
 
 export class DeliveryWorker {
   private readonly pools = new Map<string, RoutePool>();
   /** MTA-STS policies of destination domains, kept until they expire (RFC 8461 3.3). */
-  private readonly sts = new MtaStsPolicies();
+  private readonly sts: MtaStsPolicies;
   private readonly waiting = new Map<string, Job[]>();
   private readonly inFlight = new Set<number>();
   private readonly running = new Set<Promise<void>>();
@@ -87,6 +89,7 @@ export class DeliveryWorker {
 
   constructor(private readonly deps: WorkerDeps) {
     this.now = deps.now ?? Date.now;
+    this.sts = new MtaStsPolicies(undefined, deps.stsStore ?? null);
   }
 
   start(): void {

@@ -1,5 +1,7 @@
 // Defense state that must survive a restart: greylist triplets, networks allowlisted for
-// passing greylisting often, the dynamic IP blocklist, and recipient verification results. Its own database (policy.db) with
+// passing greylisting often, the dynamic IP blocklist, recipient verification results and
+// MTA-STS policies. A single node's store (src/state/local.ts); a cluster keeps the same in
+// Redis and uses this one as its fallback (src/state/redis.ts). Its own database (policy.db) with
 // synchronous=NORMAL: losing the last second of greylist entries to a power cut is harmless,
 // and these writes must not queue behind the message queue's fsyncs.
 
@@ -52,6 +54,7 @@ CREATE TABLE IF NOT EXISTS recipient_verify (
   checked_at INTEGER NOT NULL, refresh_at INTEGER NOT NULL, expires_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS recipient_verify_expiry ON recipient_verify(expires_at);
+CREATE TABLE IF NOT EXISTS mta_sts (domain TEXT PRIMARY KEY, policy TEXT NOT NULL, expires_at INTEGER NOT NULL) STRICT;
 `;
 
 type Row = { network: string; sender: string; recipient: string; first_seen: number; pass_after: number; expires_at: number; passes: number };
@@ -99,6 +102,10 @@ export class PolicyStore {
            refresh_at = excluded.refresh_at, expires_at = excluded.expires_at`,
       ),
       expireVerify: db.query<unknown, [number]>("DELETE FROM recipient_verify WHERE expires_at <= ?"),
+      stsGet: db.query<{ policy: string }, [string, number]>("SELECT policy FROM mta_sts WHERE domain = ? AND expires_at > ?"),
+      stsPut: db.query<unknown, [string, string, number]>("INSERT INTO mta_sts (domain, policy, expires_at) VALUES (?, ?, ?) ON CONFLICT (domain) DO UPDATE SET policy = excluded.policy, expires_at = excluded.expires_at"),
+      stsRemove: db.query<unknown, [string]>("DELETE FROM mta_sts WHERE domain = ?"),
+      expireSts: db.query<unknown, [number]>("DELETE FROM mta_sts WHERE expires_at <= ?"),
       size: db.query<{ bytes: number }, []>("SELECT (page_count - freelist_count) * page_size AS bytes FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"),
     };
     this.loadBlocks();
@@ -127,6 +134,19 @@ export class PolicyStore {
 
   saveVerify(e: VerifyEntry): void {
     this.q.verifyPut.run(e.address, e.status, e.reply, e.checkedAt, e.refreshAt, e.expiresAt);
+  }
+
+  /** A destination's MTA-STS policy (JSON) until it expires, so a restart does not forget it (RFC 8461 3.3). */
+  stsPolicy(domain: string, now: number): string | null {
+    return this.q.stsGet.get(domain, now)?.policy ?? null;
+  }
+
+  saveStsPolicy(domain: string, json: string, expiresAt: number): void {
+    this.q.stsPut.run(domain, json, expiresAt);
+  }
+
+  removeStsPolicy(domain: string): void {
+    this.q.stsRemove.run(domain);
   }
 
   /** Bytes of policy.db in use (pages holding data; free pages left by expired rows do not count). */
@@ -185,6 +205,7 @@ export class PolicyStore {
       this.q.expireAllow.run(now);
       this.q.expireBlocks.run(now);
       this.q.expireVerify.run(now);
+      this.q.expireSts.run(now);
     })();
     this.loadBlocks();
   }

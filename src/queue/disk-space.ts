@@ -34,6 +34,11 @@ export class DiskSpace {
     return this.free;
   }
 
+  /** The configured reserve (queue.min_free_space). */
+  reserveBytes(): number {
+    return this.minFree();
+  }
+
   /** Free space is under the reserve. */
   low(): boolean {
     return this.freeBytes() < this.minFree();

@@ -4,12 +4,12 @@
 // per client within a window; at the limit the client goes on the dynamic blocklist for
 // block_for, so its next connections are refused before the greeting, on every listener.
 // A client is its key (net/cidr.ts clientKey): the address, or an IPv6 client's /64.
+// The attempt rate, the failure counts and the blocklist are policy state, shared by the
+// nodes of a cluster; the password-check slots are this node's CPU and stay its own.
 
-import { LRUCache } from "lru-cache";
-import { buckets, take, type Buckets } from "../checks/envelope/rate-limit.ts";
 import type { SubmissionConfig } from "../config/types.ts";
 import type { Logger } from "../log.ts";
-import type { PolicyStore } from "../policy/store.ts";
+import { whenReady, type AuthFailureState, type BlockState, type Maybe, type RateState } from "../state/types.ts";
 
 export type AuthLimits = Pick<SubmissionConfig, "authFailures" | "authConcurrency" | "authRateLimit">;
 
@@ -17,27 +17,20 @@ export type AuthLimits = Pick<SubmissionConfig, "authFailures" | "authConcurrenc
 export type AuthRefusal = "rate" | "busy";
 
 export class AuthGuard {
-  private readonly failures: LRUCache<string, number>;
-  private readonly attempts: Buckets;
   private running = 0;
 
   constructor(
     private readonly cfg: AuthLimits,
-    private readonly policy: PolicyStore,
+    private readonly state: RateState & AuthFailureState & BlockState,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
-  ) {
-    this.failures = new LRUCache({ max: 20_000, ttl: cfg.authFailures.windowMs });
-    this.attempts = buckets();
-  }
+  ) {}
 
   /** Takes a password-check slot for `key`, or says why not; a taken slot is given back with release(). */
-  admit(key: string): AuthRefusal | null {
+  admit(key: string): Maybe<AuthRefusal | null> {
     const rate = this.cfg.authRateLimit;
-    if (rate && !take(this.attempts, key, rate, this.now())) return "rate";
-    if (this.running >= this.cfg.authConcurrency) return "busy";
-    this.running++;
-    return null;
+    if (!rate) return this.slot();
+    return whenReady(this.state.take([{ key: `auth ${key}`, limit: rate }], this.now()), (empty) => (empty === -1 ? this.slot() : "rate"));
   }
 
   release(): void {
@@ -45,19 +38,27 @@ export class AuthGuard {
   }
 
   /** Counts a failure; true when the client has just been blocked. */
-  failed(key: string): boolean {
-    const n = (this.failures.get(key) ?? 0) + 1;
-    this.failures.set(key, n, { noUpdateTTL: this.failures.has(key) });
-    if (n < this.cfg.authFailures.max) return false;
-    const t = this.now();
-    this.failures.delete(key);
-    const cidr = key.includes("/") ? key : key.includes(":") ? `${key}/128` : `${key}/32`;
-    this.policy.block(cidr, "too many authentication failures", t, t + this.cfg.authFailures.blockForMs);
-    this.log.warn("client blocked after authentication failures", { client: cidr, failures: n, blocked_for_ms: this.cfg.authFailures.blockForMs });
-    return true;
+  failed(key: string): Maybe<boolean> {
+    const af = this.cfg.authFailures;
+    return whenReady(this.state.countAuthFailure(key, af.windowMs, this.now()), (n) => {
+      if (n < af.max) return false;
+      const t = this.now();
+      this.state.clearAuthFailures(key);
+      const cidr = key.includes("/") ? key : key.includes(":") ? `${key}/128` : `${key}/32`;
+      const done = this.state.block(cidr, "too many authentication failures", t, t + af.blockForMs);
+      if (done instanceof Promise) done.catch((err) => this.log.error("could not block a client after authentication failures", { client: cidr, error: err }));
+      this.log.warn("client blocked after authentication failures", { client: cidr, failures: n, blocked_for_ms: af.blockForMs });
+      return true;
+    });
   }
 
   succeeded(key: string): void {
-    this.failures.delete(key);
+    this.state.clearAuthFailures(key);
+  }
+
+  private slot(): AuthRefusal | null {
+    if (this.running >= this.cfg.authConcurrency) return "busy";
+    this.running++;
+    return null;
   }
 }

@@ -57,6 +57,8 @@ export interface ConnectionOwner {
   commandTimedOut(conn: RelayConnection, kind?: Overdue): void;
   /** The client sent a command before the greeting. */
   earlyTalker(conn: RelayConnection): void;
+  /** A PROXY header from a peer not in smtp.proxy_protocol.trusted. */
+  proxyRefused?(conn: RelayConnection): void;
   /** The client waited for a delayed greeting without talking: it passed the pregreet test. */
   pregreetPassed(conn: RelayConnection): void;
   /** More input after a command that must end a pipelined group, or content after a refused DATA. */
@@ -83,9 +85,12 @@ export function assertLibraryCompatible(): void {
   for (const method of ["_write", "_endDataMode", "_flushData", "_commandTooLong", "startDataMode"]) {
     if (typeof stream[method] !== "function") throw new Error(`smtp-server is incompatible: SMTPStream.${method} is missing; pin the version in package.json`);
   }
-  // The listener refuses implicit-TLS connections before the handshake while it has no certificate.
-  if (typeof (SMTPServer.prototype as unknown as Record<string, unknown>)._acceptSocket !== "function") {
-    throw new Error("smtp-server is incompatible: SMTPServer._acceptSocket is missing; pin the version in package.json");
+  // The listener refuses implicit-TLS connections before the handshake while it has no certificate,
+  // and reads PROXY headers itself (v2 too) from trusted load balancers.
+  for (const method of ["_acceptSocket", "_handleProxy", "_expectsProxyHeader"]) {
+    if (typeof (SMTPServer.prototype as unknown as Record<string, unknown>)[method] !== "function") {
+      throw new Error(`smtp-server is incompatible: SMTPServer.${method} is missing; pin the version in package.json`);
+    }
   }
 }
 
@@ -176,6 +181,13 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
   }
 
   override _onCommand(command: Buffer, callback?: () => void): void {
+    // A PROXY header from a peer that is not a trusted load balancer would name any address it likes.
+    if (command.length > 6 && command.toString("latin1", 0, 6).toUpperCase() === "PROXY ") {
+      this.owner?.proxyRefused?.(this);
+      super.send(554, "5.7.0 PROXY protocol not accepted from this address", false);
+      this.close();
+      return callback?.();
+    }
     // Postscreen's pregreet test: a client talking before the greeting is a bot that does not
     // wait for the server, so it gets a permanent refusal rather than the library's 421.
     if (!this._ready && !this._upgrading && !this._server._closeTimeout) {

@@ -1,6 +1,7 @@
 // One SMTP listener: smtp-server configured from our settings, with connection limits
 // enforced before a session exists (so an over-limit client costs one write and a close).
 
+import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
 import type { Config, ListenAddress } from "../config/types.ts";
@@ -9,15 +10,19 @@ import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Runtime } from "../runtime.ts";
 import { anyContains, clientKey } from "../net/cidr.ts";
-import { LRUCache } from "lru-cache";
 import { runStage } from "../checks/types.ts";
+import type { CacheState } from "../state/types.ts";
 import type { Verdict } from "../verdict.ts";
 import { RelayConnection, type ConnectionOwner, type SessionLimits, type StarttlsRefusal } from "./connection-adapter.ts";
 import type { Overdue } from "./input-clock.ts";
 import { sessionHooks, type ListenerMode, type SessionDeps } from "./session.ts";
+import { readProxyHeader } from "./proxy-header.ts";
 
 /** Clients that waited for a delayed greeting are greeted at once for this long (like postscreen's cache). */
 const PREGREET_PASS_TTL_MS = 24 * 3_600_000;
+
+/** The pregreet pass cache lives in the policy state (shared by a cluster's nodes). */
+export type PregreetState = Pick<CacheState, "pregreetPassed" | "savePregreetPass" | "forgetPregreetPass">;
 
 class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
   /** Sessions per client key (the address, or an IPv6 client's /64), and each session's key. */
@@ -25,8 +30,6 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
   private readonly keyOf = new WeakMap<RelayConnection, string>();
   /** Connect-stage verdicts, started when the client connects and awaited when its greeting is due. */
   private readonly connectVerdicts = new Map<string, Promise<Verdict>>();
-  /** Made on the first pass: lru-cache allocates its capacity up front, and trusted-only relays never need it. */
-  private pregreetCache: LRUCache<string, true> | null = null;
   /**
    * False on a submission port while its certificate (ACME's) has not arrived: connections are
    * refused rather than offered TLS with smtp-server's built-in certificate, whose key is public.
@@ -40,10 +43,6 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
    * one): the library would otherwise complete the handshake with its built-in certificate.
    */
   starttlsRefused: StarttlsRefusal | null = null;
-  private get pregreetPassedIps(): LRUCache<string, true> {
-    return (this.pregreetCache ??= new LRUCache<string, true>({ max: 20_000, ttl: PREGREET_PASS_TTL_MS }));
-  }
-
   constructor(
     options: SMTPServerOptions,
     private readonly runtime: Live<Runtime>,
@@ -51,6 +50,7 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     private readonly metrics: Metrics,
     private readonly mode: ListenerMode,
     private readonly label: string,
+    private readonly pregreet: PregreetState,
   ) {
     super(options);
     this.limits = sessionLimits(runtime.get().config, false);
@@ -65,11 +65,46 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
       socket.destroy();
       return false;
     }
+    // Behind a balancer, a peer gone before it could be told apart (its health check, closed at
+    // once: Bun then reports no address) is not read as an untrusted client.
+    if (socket.remoteAddress === undefined && this.runtime.get().config.smtp.proxyProtocol.trusted.length) {
+      socket.on("error", () => {});
+      socket.destroy();
+      return false;
+    }
     return super._acceptSocket(socket, handshake);
   }
 
+  /** Behind a load balancer (smtp.proxy_protocol.trusted): its header names the client, which then drives everything. */
+  override _expectsProxyHeader(socket: Socket): boolean {
+    const trusted = this.runtime.get().config.smtp.proxyProtocol.trusted;
+    return trusted.length > 0 && anyContains(trusted, normalizeIp(socket.remoteAddress ?? ""));
+  }
+
+  override _handleProxy(socket: Socket, callback: Parameters<SMTPServer["_handleProxy"]>[1]): void {
+    if (!this._expectsProxyHeader(socket)) return super._handleProxy(socket, callback);
+    const peer = normalizeIp(socket.remoteAddress ?? "");
+    const peerPort = socket.remotePort ?? 0;
+    // The session id, made as the library makes it (which it does only on its own path).
+    const id = BigInt(`0x${randomBytes(10).toString("hex")}`).toString(32).padStart(16, "0");
+    readProxyHeader(socket, this.runtime.get().config.smtp.commandTimeoutMs).then(
+      // LOCAL (the balancer's health check) or UNKNOWN: the balancer itself.
+      (source) => callback(null, { id, remoteAddress: source?.address ?? peer, remotePort: source?.port ?? peerPort }),
+      (err: Error) => {
+        // A trusted balancer that sends no (or a broken) header is misconfigured: never guess the client.
+        this.metrics.connectionsRejected.inc({ reason: "proxy_header" });
+        this.log.warn("connection refused", { client_ip: peer, reason: "proxy_header", error: err.message });
+        socket.on("error", () => {});
+        socket.end("421 4.7.0 PROXY protocol header required\r\n");
+        setTimeout(() => socket.destroy(), 2000).unref();
+        callback(err);
+      },
+    );
+  }
+
   override connect(socket: Socket, socketOptions?: Parameters<SMTPServer["connect"]>[1]): void {
-    const ip = normalizeIp(socket.remoteAddress ?? "");
+    // The client: the load balancer's PROXY header's, or the socket's own peer.
+    const ip = normalizeIp(socketOptions?.remoteAddress ?? socket.remoteAddress ?? "");
     const { config, pipeline } = this.runtime.get();
     const { smtp } = config;
     if (!this.certificateReady) return this.refuse(socket, ip, "421 4.7.0 TLS not available yet, try again later", "no_certificate");
@@ -86,8 +121,7 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     conn.authRequiresTls = this.mode === "submission";
     const trusted = anyContains(config.relay.relayNetworks, ip) || anyContains(config.defenses.allowlist, ip);
     // The pregreet test is for the MX port: users' mail programs on the submission ports are greeted at once.
-    const knownPolite = this.mode !== "mx" || trusted || smtp.greetingDelayMs === 0 || anyContains(smtp.greetingAllowlist, ip) || this.pregreetPassedIps.has(key);
-    conn.greetingDelayMs = knownPolite ? 0 : smtp.greetingDelayMs;
+    const knownPolite = this.mode !== "mx" || trusted || smtp.greetingDelayMs === 0 || anyContains(smtp.greetingAllowlist, ip) || this.pregreet.pregreetPassed(key);
     // Input sent before the banner is refused from every client (RFC 5321 3.1). Untrusted
     // clients greeted at once still have the banner held for one timer turn, so what they sent
     // with the connection is seen; trusted ones are greeted at once (what they pipeline
@@ -104,7 +138,25 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     this.checkStress();
     conn.on("error", this.onConnectionError);
     conn.on("connect", this.onConnectionReady);
+    if (knownPolite instanceof Promise) return this.initAfter(conn, socket, knownPolite, smtp.greetingDelayMs);
+    conn.greetingDelayMs = knownPolite ? 0 : smtp.greetingDelayMs;
     conn.init();
+  }
+
+  /** Starts a session once the cluster's pregreet cache has answered (within cluster.timeout); the wait counts towards the delay. */
+  private initAfter(conn: RelayConnection, socket: Socket, passed: Promise<boolean>, delayMs: number): void {
+    const started = performance.now();
+    const ignore = () => {};
+    socket.on("error", ignore);
+    void passed.then((polite) => {
+      socket.off("error", ignore);
+      if (socket.destroyed) {
+        this.connections.delete(conn);
+        return this.connectionEnded(conn);
+      }
+      conn.greetingDelayMs = polite ? 0 : Math.max(1, delayMs - (performance.now() - started));
+      conn.init();
+    });
   }
 
   /** The connect-stage verdict of a session; null when no check ran (trusted clients). */
@@ -163,14 +215,19 @@ class RelaySmtpServer extends SMTPServer implements ConnectionOwner {
     if (shorter) for (const c of this.connections as Set<RelayConnection>) if (!c._closing && !c._upgrading) c._armTimeout();
   }
 
+  proxyRefused(conn: RelayConnection): void {
+    this.metrics.connectionsRejected.inc({ reason: "proxy_untrusted" });
+    this.log.warn("connection refused", { cid: conn.id, client_ip: conn.remoteAddress, reason: "proxy_untrusted" });
+  }
+
   earlyTalker(conn: RelayConnection): void {
     this.metrics.earlyTalkers.inc();
-    this.pregreetCache?.delete(this.keyOf.get(conn) ?? conn.remoteAddress);
+    this.pregreet.forgetPregreetPass(this.keyOf.get(conn) ?? conn.remoteAddress);
     this.log.info("early talker refused", { cid: conn.id, client_ip: conn.remoteAddress, code: 554, status: "5.5.1" });
   }
 
   pregreetPassed(conn: RelayConnection): void {
-    this.pregreetPassedIps.set(this.keyOf.get(conn) ?? conn.remoteAddress, true);
+    this.pregreet.savePregreetPass(this.keyOf.get(conn) ?? conn.remoteAddress, PREGREET_PASS_TTL_MS);
   }
 
   // Shared listeners (`this` is the connection), so an idle connection carries no closures.
@@ -237,7 +294,7 @@ function tlsOptions(rt: Runtime, mode: ListenerMode) {
   return { key: first.key, cert: first.cert, minVersion: "TLSv1.2" as const, sniOptions };
 }
 
-export async function startSmtpListener(address: ListenAddress, deps: SessionDeps, mode: ListenerMode = "mx"): Promise<SmtpListener> {
+export async function startSmtpListener(address: ListenAddress, deps: SessionDeps & { readonly pregreet: PregreetState }, mode: ListenerMode = "mx"): Promise<SmtpListener> {
   const { log, runtime } = deps;
   const config = runtime.get().config;
   const tls = tlsOptions(runtime.get(), mode);
@@ -274,6 +331,7 @@ export async function startSmtpListener(address: ListenAddress, deps: SessionDep
     deps.metrics,
     mode,
     `${address.host}:${address.port}`,
+    deps.pregreet,
   );
   server.certificateReady = mode === "mx" || !!tls;
   server.starttlsRefused = starttlsRefusal(runtime.get(), tls);

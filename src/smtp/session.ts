@@ -97,28 +97,28 @@ export function sessionHooks(deps: SessionDeps, connectVerdict: (sessionId: stri
       log.info("disconnect", { cid: session.id, client_ip: session.remoteAddress, transactions: session.transaction - 1 });
     },
 
-    onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void) {
+    async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void) {
       const ip = session.remoteAddress;
       const { users, authGuard } = deps;
       // Never over clear text: the listener offers AUTH only after TLS; this makes sure.
       if (!users || !authGuard || !session.secure) return callback(new ReplyError(530, "5.7.0 Must issue a STARTTLS command first"));
       const key = clientKey(ip, deps.runtime.get().config.smtp.ipv6PrefixLength);
       // RFC 4954 6: 454 4.7.0 is the temporary failure; the password is not looked at.
-      const refused = authGuard.admit(key);
+      const refused = await authGuard.admit(key);
       if (refused) {
         metrics.authAttempts.inc({ result: refused === "busy" ? "busy" : "rate_limited" });
         log.warn("authentication not attempted", { cid: session.id, client_ip: ip, reason: refused === "busy" ? "all password checks busy" : "auth rate limit" });
         return callback(new ReplyError(454, refused === "busy" ? "4.7.0 Temporary authentication failure, try again later" : "4.7.0 Too many authentication attempts, try again later"));
       }
       users.verify(auth.username ?? "", auth.password ?? "").finally(() => authGuard.release()).then(
-        (user) => {
+        async (user) => {
           if (user) {
             authGuard.succeeded(key);
             metrics.authAttempts.inc({ result: "ok" });
             log.info("authenticated", { cid: session.id, client_ip: ip, user: user.name, method: auth.method });
             return callback(null, { user: user.name });
           }
-          const blocked = authGuard.failed(key);
+          const blocked = await authGuard.failed(key);
           metrics.authAttempts.inc({ result: blocked ? "blocked" : "failed" });
           // The name is logged to spot attacks; the password never is.
           log.warn("authentication failed", { cid: session.id, client_ip: ip, user: String(auth.username ?? "").slice(0, 64), method: auth.method });

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { queueCounts, Relay, tempDir, waitFor } from "../helpers/relay.ts";
+import { metric } from "../helpers/observe.ts";
 import { Sink } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
 
@@ -95,6 +96,7 @@ describe.skipIf(!mounted)("a full state directory (8 MiB tmpfs)", () => {
     const h = await health();
     expect(h.status).toBe(200);
     expect(h.body).toMatchObject({ status: "ok", queue_writable: true, low_disk_space: false });
+    expect(await metric(relay, "mailraven_disk_free_bytes")).toBeGreaterThan(await metric(relay, "mailraven_disk_reserve_bytes"));
   });
 
   test("free space under queue.min_free_space: MAIL FROM gets 452 4.3.1, /health is degraded (503)", async () => {
@@ -112,6 +114,10 @@ describe.skipIf(!mounted)("a full state directory (8 MiB tmpfs)", () => {
     expect(h.status).toBe(503);
     expect(h.body).toMatchObject({ status: "degraded", queue_writable: true, low_disk_space: true });
     expect(h.body.disk_free_bytes).toBeLessThan(3 * 1024 * 1024);
+    // What the disk alerts compare (contrib/prometheus): free space now under the reserve.
+    const freeMetric = await metric(relay, "mailraven_disk_free_bytes");
+    expect(freeMetric).toBeGreaterThan(0);
+    expect(freeMetric).toBeLessThan(await metric(relay, "mailraven_disk_reserve_bytes"));
     await relay.waitForLog((l) => l.msg === "insufficient storage" && l.code === 452);
   });
 

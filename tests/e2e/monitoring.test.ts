@@ -37,8 +37,6 @@ const asGrafanaSends = (expr: string, rateInterval = "1m") => expr.replaceAll("$
 
 /** Metrics the dashboard and the rules use that other branches add (see the report); they may be absent here. */
 const ADDED_ELSEWHERE = new Set([
-  "mailraven_disk_free_bytes", // inbound8 (issue 8: the disk reserve)
-  "mailraven_disk_reserve_bytes",
   "mailraven_redis_degraded", // issue 12 (several nodes sharing Redis)
 ]);
 

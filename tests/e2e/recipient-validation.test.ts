@@ -185,6 +185,16 @@ describe("settings", () => {
     expect(await metric(relay, "mailraven_recipient_probes_total", { result: "rate_limited" })).toBe(1);
   });
 
+  test("a route with ?tls=required is probed under that policy: a next hop without STARTTLS is never asked in clear text", async () => {
+    const relay = await relayWith({ domains: { "smtp.test": { route: `${smtpHop.route}?tls=required`, verify_recipients: true } } });
+    const asked = seen.get("bob@smtp.test") ?? 0;
+    const reply = await one(relay, "bob@smtp.test");
+    expect(reply.code).toBe(450);
+    expect(reply.text).toStartWith("4.1.1 <bob@smtp.test>: Recipient address rejected");
+    expect(seen.get("bob@smtp.test") ?? 0).toBe(asked);
+    expect(await metric(relay, "mailraven_recipient_probes_total", { result: "tempfail" })).toBe(1);
+  });
+
   test("greylisting runs after validation: an unknown recipient gets 550 and writes no triplet", async () => {
     const relay = await relayWith({ domains: { "list.test": { route: smtpHop.route, recipients: ["alice@list.test"] } } }, { defenses: { connection_rate: 0, greylist: {} } });
     const [unknown, known] = await rcpts(relay, ["nobody@list.test", "alice@list.test"]);

@@ -7,13 +7,22 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Verdict } from "../../src/verdict.ts";
 import { blocklistCheck } from "../../src/checks/connect/blocklist.ts";
-import { connectionCounts, connectionRateCheck } from "../../src/checks/connect/connection-rate.ts";
+import { connectionRateCheck } from "../../src/checks/connect/connection-rate.ts";
+import { buckets } from "../../src/checks/envelope/rate-limit.ts";
+import { LocalState } from "../../src/state/local.ts";
 import { parseCidr, type Cidr } from "../../src/net/cidr.ts";
 import { PolicyStore } from "../../src/policy/store.ts";
 
 const T0 = Date.UTC(2024, 2, 5, 12);
 const ACCEPT: Verdict = { kind: "accept" };
 const ctx = (ip: string, trusted = false) => ({ ip, port: 40000, trusted });
+const stateRoot = mkdtempSync(join(tmpdir(), "mailraven-connect-"));
+afterAll(() => rmSync(stateRoot, { recursive: true, force: true }));
+/** The node's own policy state, as a single relay runs it. */
+const localState = () => {
+  const b = buckets();
+  return new LocalState(PolicyStore.open(mkdtempSync(join(stateRoot, "state-"))), () => b);
+};
 
 describe("connection rate", () => {
   const tooMany = (ip: string): Verdict => ({
@@ -26,7 +35,7 @@ describe("connection rate", () => {
 
   function setup(perMinute: number) {
     let t = T0;
-    const check = connectionRateCheck(perMinute, connectionCounts(), () => t);
+    const check = connectionRateCheck(perMinute, localState(), () => t);
     return { check, at: (ms: number) => (t = T0 + ms) };
   }
 
@@ -68,7 +77,7 @@ describe("connection rate", () => {
   });
 
   test("the counters are shared by checks built on them (a configuration reload keeps them)", () => {
-    const counts = connectionCounts();
+    const counts = localState();
     const now = () => T0;
     expect(connectionRateCheck(1, counts, now)(ctx("192.0.2.1"))).toEqual(ACCEPT);
     expect(connectionRateCheck(1, counts, now)(ctx("192.0.2.1"))).toEqual(tooMany("192.0.2.1"));
@@ -84,7 +93,8 @@ describe("blocklist", () => {
   function setup(staticList: Cidr[] = []) {
     const store = PolicyStore.open(mkdtempSync(join(root, "state-")));
     let t = T0;
-    const check = blocklistCheck(staticList, store, () => t);
+    const b = buckets();
+    const check = blocklistCheck(staticList, new LocalState(store, () => b), () => t);
     return { store, check, at: (ms: number) => (t = T0 + ms) };
   }
 

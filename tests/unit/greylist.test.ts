@@ -10,6 +10,7 @@ import { buckets } from "../../src/checks/envelope/rate-limit.ts";
 import { parseConfig } from "../../src/config/parse.ts";
 import type { GreylistConfig } from "../../src/config/types.ts";
 import { PolicyStore } from "../../src/policy/store.ts";
+import { LocalState } from "../../src/state/local.ts";
 import { parseMailbox } from "../../src/smtp/address.ts";
 
 const root = mkdtempSync(join(tmpdir(), "mailraven-greylist-"));
@@ -31,11 +32,13 @@ function setup(section: Record<string, unknown> = {}, dir = join(root, `state${d
   const store = PolicyStore.open(dir);
   let t = T0;
   const decisions: GreylistDecision[] = [];
-  const check = greylistCheck(greylistConfig(section), store, greylistCache(), () => t, (d) => decisions.push(d), buckets());
+  const b = buckets();
+  const check = greylistCheck(greylistConfig(section), new LocalState(store, () => b), greylistCache(), () => t, (d) => decisions.push(d));
   const rcpt = (ip: string, sender: string, recipient: string, trusted = false) => {
     const mailbox = parseMailbox(recipient);
     if (!mailbox) throw new Error(`test setup: ${recipient}`);
-    return check({ client: { ip, port: 40000, hostname: `[${ip}]`, helo: "client.example", secure: false, user: null, trusted }, sender, recipient: mailbox });
+    // The node's own state answers synchronously: no promise on a single node's message path.
+    return check({ client: { ip, port: 40000, hostname: `[${ip}]`, helo: "client.example", secure: false, user: null, trusted }, sender, recipient: mailbox }) as Verdict;
   };
   return {
     store,

@@ -95,4 +95,36 @@ describe("MtaStsPolicies", () => {
     await sts.lookup("dest.test", noDns, 1000);
     expect(r.known[2]).toBeNull();
   });
+
+  test("a policy outlives the process in the store: a new instance hands it to getPolicy; an unchanged one is not written again", async () => {
+    const p = policy("enforce", ["mx1.dest.test"]);
+    const saved = new Map<string, string>();
+    let writes = 0;
+    const store = {
+      stsPolicy: (d: string) => saved.get(d) ?? null,
+      saveStsPolicy: (d: string, json: string) => (writes++, saved.set(d, json)),
+      removeStsPolicy: (d: string) => void saved.delete(d),
+    };
+    const first = recorder([{ policy: p, status: "found" }, { policy: p, status: "renewed" }]);
+    const sts = new MtaStsPolicies(first.fetch, store);
+    await sts.lookup("dest.test", noDns, 1000);
+    await sts.lookup("dest.test", noDns, 1000);
+    expect(writes).toBe(1);
+    const second = recorder([{ policy: p, status: "renewed" }, { policy: { id: false, mode: "none" }, status: "not_found" }]);
+    const restarted = new MtaStsPolicies(second.fetch, store);
+    expect((await restarted.lookup("dest.test", noDns, 1000)).policy).toEqual(p);
+    expect(second.known).toEqual([p]);
+    await restarted.lookup("dest.test", noDns, 1000);
+    expect(saved.size).toBe(0);
+  });
+
+  test("an expired or unreadable stored policy is not used", async () => {
+    const old = { ...policy("enforce", ["mx1.dest.test"]), expires: new Date(Date.now() - 1000).toISOString() };
+    const stored = new Map([["old.test", JSON.stringify(old)], ["bad.test", "{not json"]]);
+    const r = recorder([{ policy: { id: false, mode: "none" }, status: "not_found" }, { policy: { id: false, mode: "none" }, status: "not_found" }]);
+    const sts = new MtaStsPolicies(r.fetch, { stsPolicy: (d) => stored.get(d) ?? null, saveStsPolicy: () => {}, removeStsPolicy: () => {} });
+    await sts.lookup("old.test", noDns, 1000);
+    await sts.lookup("bad.test", noDns, 1000);
+    expect(r.known).toEqual([null, null]);
+  });
 });

@@ -243,3 +243,25 @@ describe("the database file", () => {
     });
   });
 });
+
+describe("MTA-STS policies", () => {
+  test("kept until they expire, across a reopen; replaced, removed, and swept by expire()", () => {
+    const dir = freshDir();
+    const first = PolicyStore.open(dir);
+    first.saveStsPolicy("dest.test", '{"id":"1"}', T0 + HOUR);
+    first.saveStsPolicy("gone.test", '{"id":"g"}', T0 + HOUR);
+    first.saveStsPolicy("dest.test", '{"id":"2"}', T0 + 2 * HOUR);
+    first.removeStsPolicy("gone.test");
+    first.close();
+    const second = PolicyStore.open(dir);
+    try {
+      expect(second.stsPolicy("dest.test", T0)).toBe('{"id":"2"}');
+      expect(second.stsPolicy("gone.test", T0)).toBeNull();
+      expect(second.stsPolicy("dest.test", T0 + 2 * HOUR)).toBeNull();
+      second.expire(T0 + 2 * HOUR);
+      expect(second.stsPolicy("dest.test", T0)).toBeNull();
+    } finally {
+      second.close();
+    }
+  });
+});

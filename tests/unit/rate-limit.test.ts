@@ -3,7 +3,12 @@
 
 import { describe, expect, test } from "bun:test";
 import type { Verdict } from "../../src/verdict.ts";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { buckets, rateLimitCheck } from "../../src/checks/envelope/rate-limit.ts";
+import { PolicyStore } from "../../src/policy/store.ts";
+import { LocalState } from "../../src/state/local.ts";
 import type { RateLimit } from "../../src/config/types.ts";
 import { parseMailbox } from "../../src/smtp/address.ts";
 
@@ -20,12 +25,15 @@ const domainLimited = (d: string): Verdict => ({
 
 function setup(limits: { perIp?: RateLimit; perSenderDomain?: RateLimit }) {
   let t = T0;
-  const check = rateLimitCheck({ perIp: limits.perIp ?? null, perSenderDomain: limits.perSenderDomain ?? null }, buckets(), () => t);
+  const b = buckets();
+  const state = new LocalState(PolicyStore.open(mkdtempSync(join(tmpdir(), "mailraven-rate-"))), () => b);
+  const check = rateLimitCheck({ perIp: limits.perIp ?? null, perSenderDomain: limits.perSenderDomain ?? null }, state, () => t);
+  // The node's own state answers synchronously: no promise on a single node's message path.
   const mail = (ip: string, sender: string | null, trusted = false) =>
     check({
       client: { ip, port: 40000, hostname: `[${ip}]`, helo: "client.example", secure: false, user: null, trusted },
       sender: sender === null ? null : parseMailbox(sender)!,
-    });
+    }) as Verdict;
   /** How many of `n` MAIL commands from `ip` are accepted right now. */
   const accepted = (n: number, ip: string, sender: string | null = "a@sender.example") =>
     Array.from({ length: n }, () => mail(ip, sender)).filter((v) => v.kind === "accept").length;

@@ -1,5 +1,5 @@
 // Address verification, like Postfix's verify(8): whether a relay domain's next hop takes an
-// address is asked once (deliver/probe.ts) and remembered in policy.db, positive answers for
+// address is asked once (deliver/probe.ts) and remembered in the policy state, positive answers for
 // 31 days and negative ones for 3 by default; a result older than its refresh time still
 // answers while a probe renews it in the background, and a failed renewal keeps it. Probes are
 // bounded per next hop: a token bucket (probes_per_hop) and a few at a time (concurrency_per_hop)
@@ -17,7 +17,8 @@ const MAX_QUEUED_PER_HOP = 100;
 export type VerifyOutcome = { readonly kind: "ok" } | { readonly kind: "unknown" } | { readonly kind: "unverified"; readonly why: string };
 
 export interface VerifierDeps {
-  readonly cache: { verifyEntry(address: string): VerifyEntry | null; saveVerify(e: VerifyEntry): void };
+  /** The policy state: policy.db, or Redis shared by a cluster's nodes. */
+  readonly cache: { verifyEntry(address: string): VerifyEntry | null | Promise<VerifyEntry | null>; saveVerify(e: VerifyEntry): void };
   readonly probe: (target: ProbeTarget, address: string, opts: ProbeOptions) => Promise<ProbeResult>;
   readonly now: () => number;
   /** Told about every probe: its result kind, or why it was not made (rate_limited, queue_full). */
@@ -34,7 +35,8 @@ export class RecipientVerifier {
   async verify(address: string, route: Route, cfg: RecipientVerificationConfig, heloName: string): Promise<VerifyOutcome> {
     const key = address.toLowerCase();
     const t = this.deps.now();
-    const cached = this.deps.cache.verifyEntry(key);
+    let cached = this.deps.cache.verifyEntry(key);
+    if (cached instanceof Promise) cached = await cached;
     if (cached && cached.expiresAt > t) {
       if (cached.refreshAt <= t) void this.probe(key, address, route, cfg, heloName);
       return { kind: cached.status };
@@ -76,7 +78,7 @@ export class RecipientVerifier {
     const release = await this.slot(route.uri, cfg.concurrencyPerHop);
     if (!release) return report({ kind: "tempfail", reply: "not probed: too many probes waiting for the next hop" }, "queue_full");
     try {
-      const target = { host: route.host, port: route.port, lmtp: route.protocol === "lmtp" };
+      const target = { host: route.host, port: route.port, lmtp: route.protocol === "lmtp", tls: route.tls ?? "opportunistic" };
       return report(await this.deps.probe(target, address, { heloName, timeoutMs: cfg.timeoutMs }).catch((err: Error) => ({ kind: "tempfail" as const, reply: err.message })));
     } finally {
       release();
