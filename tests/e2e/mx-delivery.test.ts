@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import { selfSigned, TestCa, type KeyPair } from "../helpers/certs.ts";
 import { DnsServer } from "../helpers/dns.ts";
-import { queueCounts, Relay, tempDir, waitFor, type LogLine } from "../helpers/relay.ts";
+import { queueCounts, Relay, tempDir, waitFor, type LogLine, type RelayOptions } from "../helpers/relay.ts";
 import { Sink, type SinkBehaviour } from "../helpers/sink.ts";
 import { SmtpTalk } from "../helpers/smtp-talk.ts";
 
@@ -32,6 +32,8 @@ const policyRequests: string[] = [];
 
 /** Sinks of one test, closed after it (they hold 127.0.25.N:25). */
 const sinks: Sink[] = [];
+let relayOptions: RelayOptions;
+
 async function mx(address: string, behaviour: SinkBehaviour = {}): Promise<Sink> {
   const sink = await Sink.start(behaviour, 25, address);
   sinks.push(sink);
@@ -110,7 +112,7 @@ describe.skipIf(!ROOT)("MX delivery (root: sinks on port 25)", () => {
     });
 
     origin = await Sink.start();
-    relay = await Relay.start({
+    relayOptions = {
       env: { NODE_EXTRA_CA_CERTS: ca.certFile },
       config: {
         relay: { domains: { "origin.test": origin.route } },
@@ -124,7 +126,8 @@ describe.skipIf(!ROOT)("MX delivery (root: sinks on port 25)", () => {
         queue: { retry_schedule: ["1s"] },
         delivery: { connect_timeout: "3s" },
       },
-    });
+    };
+    relay = await Relay.start(relayOptions);
   }, 60_000);
 
   afterAll(async () => {
@@ -288,6 +291,20 @@ describe.skipIf(!ROOT)("MX delivery (root: sinks on port 25)", () => {
       expect(relay.logs.filter((l) => l.msg === "mta-sts policy not fetched")).toEqual([]);
       await closeSinks();
     }, 20_000);
+
+    test("the policy outlives a restart: the restarted relay delivers over TLS without fetching it again", async () => {
+      // Delivery runs on a thread of its own; the policy state belongs to the SMTP thread.
+      const fetched = policyRequests.filter((h) => h === "mta-sts.sts.test").length;
+      expect(fetched).toBeGreaterThan(0);
+      expect(await relay.stop()).toBe(0);
+      relay = await Relay.start({ ...relayOptions, dir: relay.dir });
+      const sink = await mx("127.0.25.14", { tls: caSigned });
+      await send("pat@sts.test", "sts after restart");
+      await waitFor(() => sink.messages.length === 1, 10_000, "delivery");
+      expect(sink.messages[0]!.tls).toMatch(/^TLSv1\.[23]$/);
+      expect(policyRequests.filter((h) => h === "mta-sts.sts.test")).toHaveLength(fetched);
+      await closeSinks();
+    }, 30_000);
 
     test("enforce, the MX host not listed: deferred with 4.7.5 without connecting", async () => {
       const sink = await mx("127.0.25.15", { tls: caSigned });
