@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { effectiveConfig } from "../../src/config/display.ts";
 import { LETS_ENCRYPT_DIRECTORY } from "../../src/config/acme.ts";
 import { parseConfig } from "../../src/config/parse.ts";
-import { ConfigErrors } from "../../src/config/reader.ts";
+import { configProblems } from "../helpers/config-problems.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mailraven-acme-config-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -17,15 +17,7 @@ writeFileSync(caFile, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE--
 writeFileSync(join(dir, "not-pem.txt"), "hello\n");
 
 const parse = (doc: unknown) => parseConfig(doc, { cwd: dir });
-function problemsOf(doc: unknown): readonly string[] {
-  try {
-    parse(doc);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigErrors);
-    return (err as ConfigErrors).problems;
-  }
-  throw new Error("expected parseConfig to reject the document");
-}
+const problemsOf = (doc: unknown): readonly string[] => configProblems(parse, doc);
 
 const base = { hostname: "mx.example.org", state_dir: "/var/lib/mailraven" };
 const acme = { enabled: true, email: "postmaster@example.org", hostnames: ["mx.example.org"] };

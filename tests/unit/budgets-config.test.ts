@@ -2,8 +2,8 @@
 
 import { describe, expect, test } from "bun:test";
 import { parseConfig, type ParseEnv } from "../../src/config/parse.ts";
-import { ConfigErrors } from "../../src/config/reader.ts";
 import type { Config } from "../../src/config/types.ts";
+import { configProblems } from "../helpers/config-problems.ts";
 
 const FILES: Record<string, string> = { "/etc/mailraven/users.txt": "# users\nAlice@Example.org\n\n@sales.example.org # everyone\n" };
 const env: ParseEnv = {
@@ -16,15 +16,7 @@ const env: ParseEnv = {
   },
 };
 const parse = (doc: Record<string, unknown>): Config => parseConfig({ hostname: "mx.example.org", ...doc }, env);
-function problemsOf(doc: Record<string, unknown>): readonly string[] {
-  try {
-    parse(doc);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigErrors);
-    return (err as ConfigErrors).problems;
-  }
-  throw new Error("expected the document to be refused");
-}
+const problemsOf = (doc: Record<string, unknown>): readonly string[] => configProblems(parse, doc);
 
 describe("defaults", () => {
   test("IPv6 prefix /64, AUTH 2 at once and 30/1m, greylist 500/1h and 256MiB, authentication 5 + 5 signatures in 10s, verification like Postfix's", () => {

@@ -4,21 +4,13 @@
 import { describe, expect, test } from "bun:test";
 import { effectiveConfig } from "../../src/config/display.ts";
 import { parseConfig, type ParseEnv } from "../../src/config/parse.ts";
-import { ConfigErrors } from "../../src/config/reader.ts";
+import { configProblems } from "../helpers/config-problems.ts";
 
 const files: Record<string, string> = { "/etc/mailraven/redis.password": "s3cret:with@odd/chars\n" };
 const ENV: ParseEnv = { cwd: "/etc/mailraven", resolvConf: "nameserver 192.0.2.53\n", vars: { REDIS_PASSWORD: "from-env" }, readFile: (p) => files[p] ?? (() => { throw Object.assign(new Error("no"), { code: "ENOENT" }); })() };
 const parse = (doc: Record<string, unknown>) => parseConfig({ hostname: "mx.example.org", ...doc }, ENV);
 
-function problemsOf(doc: Record<string, unknown>): readonly string[] {
-  try {
-    parse(doc);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigErrors);
-    return (err as ConfigErrors).problems;
-  }
-  throw new Error("expected parseConfig to reject the document");
-}
+const problemsOf = (doc: Record<string, unknown>): readonly string[] => configProblems(parse, doc);
 
 describe("cluster", () => {
   test("off by default, and off unless enabled is true: a single node needs nothing", () => {

@@ -4,23 +4,15 @@
 import { describe, expect, test } from "bun:test";
 import { parseZone } from "../../src/config/defenses.ts";
 import { parseConfig, type ParseEnv } from "../../src/config/parse.ts";
-import { ConfigErrors } from "../../src/config/reader.ts";
 import type { Config } from "../../src/config/types.ts";
+import { configProblems } from "../helpers/config-problems.ts";
 
 /** A fixed resolv.conf so no test depends on the machine's /etc/resolv.conf. */
 const ENV: ParseEnv = { cwd: "/etc/mailraven", resolvConf: "nameserver 192.0.2.53\n" };
 const base = { hostname: "mx.example.org" };
 const parse = (doc: Record<string, unknown>, env: ParseEnv = ENV): Config => parseConfig({ ...base, ...doc }, env);
 
-function problemsOf(doc: Record<string, unknown>): readonly string[] {
-  try {
-    parse(doc);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigErrors);
-    return (err as ConfigErrors).problems;
-  }
-  throw new Error("expected parseConfig to reject the document");
-}
+const problemsOf = (doc: Record<string, unknown>): readonly string[] => configProblems(parse, doc);
 
 describe("parseZone (Postfix's zone[=filter][*weight])", () => {
   test("a bare zone matches any answer with weight 1", () => {

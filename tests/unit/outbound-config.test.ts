@@ -2,19 +2,11 @@
 
 import { describe, expect, test } from "bun:test";
 import { parseConfig } from "../../src/config/parse.ts";
-import { ConfigErrors } from "../../src/config/reader.ts";
+import { configProblems } from "../helpers/config-problems.ts";
 
 const parse = (outbound: unknown) => parseConfig({ hostname: "mx.example.org", outbound }, { cwd: "/etc/mailraven" }).outbound;
 
-function problemsOf(outbound: unknown): readonly string[] {
-  try {
-    parse(outbound);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigErrors);
-    return (err as ConfigErrors).problems;
-  }
-  throw new Error("expected the outbound section to be refused");
-}
+const problemsOf = (outbound: unknown): readonly string[] => configProblems(parse, outbound);
 
 describe("outbound", () => {
   test("defaults: no MX delivery, opportunistic TLS, MTA-STS on, every internal MX address range ignored", () => {

@@ -4,18 +4,10 @@
 import { describe, expect, test } from "bun:test";
 import { parseConfig } from "../../src/config/parse.ts";
 import { effectiveConfig } from "../../src/config/display.ts";
-import { ConfigErrors } from "../../src/config/reader.ts";
+import { configProblems } from "../helpers/config-problems.ts";
 
 const parse = (doc: unknown) => parseConfig(doc, { cwd: "/etc/mailraven" });
-function problemsOf(doc: unknown): readonly string[] {
-  try {
-    parse(doc);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigErrors);
-    return (err as ConfigErrors).problems;
-  }
-  throw new Error("expected the document to be refused");
-}
+const problemsOf = (doc: unknown): readonly string[] => configProblems(parse, doc);
 
 describe("defaults (Postfix's where there is one)", () => {
   test("an empty document", () => {
