@@ -1,6 +1,8 @@
 // `mailraven apikey add|ls|rm`: keys of the HTTP send API, written straight to the queue database.
 
 import { ApiKeyStore } from "../api/keys.ts";
+import { join } from "node:path";
+import { dropToOwnerOf, plainEntry } from "../backup/safe-fs.ts";
 import type { Config } from "../config/types.ts";
 import { CliError } from "./admin-client.ts";
 import { UsageError } from "./commands.ts";
@@ -14,6 +16,10 @@ export interface ApiKeyArgs {
 }
 
 export function apiKeyCommand(config: Config, a: ApiKeyArgs, out: (s: string) => void): number {
+  // Run as root (sudo), become the relay's user first: the -wal and -shm files SQLite may create
+  // beside queue.db stay the relay's, and a symlink planted in queue.db's place is refused.
+  dropToOwnerOf(config.stateDir);
+  plainEntry(join(config.stateDir, "queue.db"));
   const keys = ApiKeyStore.open(config.stateDir);
   try {
     const [verb, arg] = a.positionals;

@@ -1,6 +1,8 @@
 // `mailraven user add|passwd|rm|ls`: submission users, written straight to the queue database
 // (works whether the relay runs or not; it reads users at each AUTH).
 
+import { join } from "node:path";
+import { dropToOwnerOf, plainEntry } from "../backup/safe-fs.ts";
 import type { Config } from "../config/types.ts";
 import { UserStore } from "../users/store.ts";
 import { CliError } from "./admin-client.ts";
@@ -15,6 +17,10 @@ export interface UserArgs {
 }
 
 export async function userCommand(config: Config, a: UserArgs, out: (s: string) => void, readPassword: () => Promise<string>): Promise<number> {
+  // Run as root (sudo), become the relay's user first: the -wal and -shm files SQLite may create
+  // beside queue.db stay the relay's, and a symlink planted in queue.db's place is refused.
+  dropToOwnerOf(config.stateDir);
+  plainEntry(join(config.stateDir, "queue.db"));
   const users = UserStore.open(config.stateDir);
   try {
     const [verb, name] = a.positionals;
