@@ -70,14 +70,15 @@ export function queueRoutes(deps: QueueRouteDeps) {
   });
 
   app.get("/:id", (c) => {
-    const found = deps.store.message(queueId(c.req.param("id")));
-    if (!found) throw new ApiError(404, "not_found", "no such message in the queue");
+    const id = queueId(c.req.param("id"));
+    const found = deps.store.message(id);
+    if (!found) throw new ApiError(404, "not_found", notQueued(id));
     return c.json({ message: summaryJson(found.summary), recipients: found.recipients.map(recipientJson) });
   });
 
   app.post("/:id/retry", async (c) => {
     const id = queueId(c.req.param("id"));
-    if (!deps.store.message(id)) throw new ApiError(404, "not_found", "no such message in the queue");
+    if (!deps.store.message(id)) throw new ApiError(404, "not_found", notQueued(id));
     const n = await deps.store.retryNow(id);
     deps.wake();
     return c.json({ id, recipients_rescheduled: n });
@@ -89,9 +90,14 @@ export function queueRoutes(deps: QueueRouteDeps) {
     if (mode !== "bounce" && mode !== "silent") {
       throw new ApiError(400, "bad_parameter", "say how to delete: ?mode=bounce (the sender is told) or ?mode=silent");
     }
-    if (!(await deps.remove(id, mode === "bounce"))) throw new ApiError(404, "not_found", "no such message in the queue");
+    if (!(await deps.remove(id, mode === "bounce"))) throw new ApiError(404, "not_found", notQueued(id));
     return c.json({ id, deleted: true, bounced: mode === "bounce" });
   });
 
   return app;
+}
+
+/** The id is echoed: queueId() let only a well-formed queue id through. */
+function notQueued(id: string): string {
+  return `no message ${id} in the queue`;
 }

@@ -55,7 +55,7 @@ describe("mailraven queue", () => {
   test("retry of an unknown id: non-zero exit with the reason, nothing changes", async () => {
     const r = await cli("queue", "retry", "0000000000000000");
     expect(r.code).toBe(1);
-    expect(r.err).toContain("no such message in the queue");
+    expect(r.err).toContain("no message 0000000000000000 in the queue");
     expect(queueCounts(relay.dir).messages).toBe(2);
   }, 30_000);
 
