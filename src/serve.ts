@@ -17,7 +17,7 @@ import { QueueStore } from "./queue/store.ts";
 import { DiskSpace } from "./queue/disk-space.ts";
 import { buildRuntime, withAcmeCertificate, type Runtime } from "./runtime.ts";
 import { AcmeManager } from "./acme/manager.ts";
-import { assertLibraryCompatible } from "./smtp/connection-adapter.ts";
+import { assertLibraryCompatible } from "./smtp/library-compat.ts";
 import { startSmtpListener, type SmtpListener } from "./smtp/listener.ts";
 import { acquireStateLock } from "./state-lock.ts";
 import { pipelineServices } from "./checks/index.ts";

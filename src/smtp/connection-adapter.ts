@@ -10,7 +10,7 @@
 //     starts with one is sent without the library's.
 //   - the parser (command-stream.ts): command lines split by us, so pipelining violations are
 //     seen (RFC 2920 3.1), and BDAT chunks (RFC 3030, bdat.ts) read by byte count.
-//   - deadlines (input-clock.ts): a started command line, and message content, must arrive
+//   - deadlines (input-deadline.ts): a started command line, and message content, must arrive
 //     in time; the listener's limits (shorter under stress) decide how long.
 //   - strict MAIL/RCPT arguments (envelope-params.ts) before the library parses them.
 //   - an error limit: too many 4xx/5xx replies without a message accepted close the session.
@@ -21,16 +21,16 @@
 //     or socket close, whichever comes first).
 //   - the socket feeds the parser through shared functions rather than the library's pipe()
 //     and two arrow functions: a dozen closures (~1.4 KiB) less per plaintext connection.
-// assertLibraryCompatible() runs at start-up and in the tests, so a library upgrade that
-// renames these internals fails loudly instead of silently changing behaviour.
+// assertLibraryCompatible() (library-compat.ts) runs at start-up and in the tests, so a library
+// upgrade that renames these internals fails loudly instead of silently changing behaviour.
 
 import { SMTPConnection, socketTimeout } from "smtp-server/lib/smtp-connection.js";
 import { SMTPStream } from "smtp-server/lib/smtp-stream.js";
-import { SMTPServer } from "smtp-server";
 import { BdatTransfer, parseBdat, type Outcome } from "./bdat.ts";
 import { CommandStream, type StreamOwner } from "./command-stream.ts";
 import { checkMail, checkRcpt } from "./envelope-params.ts";
-import { InputClock, type ClockLimits, type Overdue } from "./input-clock.ts";
+import type { ClockLimits, Overdue } from "./input-clock.ts";
+import { InputDeadline, type DeadlineOwner } from "./input-deadline.ts";
 import { armIdleTimeout, feedParser, resumeOnDrain } from "./socket-feed.ts";
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
@@ -74,26 +74,6 @@ export interface StarttlsRefusal {
   readonly text: string;
 }
 
-export function assertLibraryCompatible(): void {
-  const proto = SMTPConnection.prototype as unknown as Record<string, unknown>;
-  for (const method of ["_setListeners", "_createParser", "_onCloseEvent", "_onCommand", "_isDisabled", "_sendGreeting", "_resetSession", "_onTimeout", "_armTimeout", "connectionReady", "send", "init", "close", "handler_EHLO", "handler_MAIL", "handler_RCPT", "handler_DATA"]) {
-    if (typeof proto[method] !== "function") {
-      throw new Error(`smtp-server is incompatible: SMTPConnection.${method} is missing; pin the version in package.json`);
-    }
-  }
-  const stream = SMTPStream.prototype as unknown as Record<string, unknown>;
-  for (const method of ["_write", "_endDataMode", "_flushData", "_commandTooLong", "startDataMode"]) {
-    if (typeof stream[method] !== "function") throw new Error(`smtp-server is incompatible: SMTPStream.${method} is missing; pin the version in package.json`);
-  }
-  // The listener refuses implicit-TLS connections before the handshake while it has no certificate,
-  // and reads PROXY headers itself (v2 too) from trusted load balancers.
-  for (const method of ["_acceptSocket", "_handleProxy", "_expectsProxyHeader"]) {
-    if (typeof (SMTPServer.prototype as unknown as Record<string, unknown>)[method] !== "function") {
-      throw new Error(`smtp-server is incompatible: SMTPServer.${method} is missing; pin the version in package.json`);
-    }
-  }
-}
-
 /** A table that stays empty, shared by every connection; writing to it is a bug, so it throws. */
 class EmptyTable<K, V> extends Map<K, V> {
   override set(): this {
@@ -105,7 +85,7 @@ const NO_PROXY_FIELDS = new EmptyTable<string, string | number | false>();
 /** The recipients of a transaction that has none yet (handler_RCPT makes the real one). */
 const NO_RECIPIENTS = new EmptyTable<string, number>();
 
-export class RelayConnection extends SMTPConnection implements StreamOwner {
+export class RelayConnection extends SMTPConnection implements StreamOwner, DeadlineOwner {
   greetingDelayMs = 0;
   /** Greeted without the pregreet wait, but one timer turn later: input sent with the connection is still seen. */
   greetingHold = false;
@@ -122,9 +102,8 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
   /** The parser's continuation, held while the message of a BDAT LAST is decided. */
   private afterBdat: (() => void) | null = null;
   private lastChunk = 0;
-  private clock: InputClock | null = null;
-  private deadlineTimer: ReturnType<typeof setTimeout> | null = null;
-  private deadlineAt = 0;
+  /** Made once the client owes input (input-deadline.ts); an idle session has none. */
+  private deadline: InputDeadline | null = null;
 
   constructor(...args: ConstructorParameters<typeof SMTPConnection>) {
     super(...args);
@@ -134,7 +113,7 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
     this._rcptIndex = NO_RECIPIENTS;
   }
 
-  private get limits(): SessionLimits {
+  get limits(): SessionLimits {
     return this.owner?.limits ?? DEFAULT_LIMITS;
   }
 
@@ -217,7 +196,7 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
 
   override _onCloseEvent(hadError?: boolean): void {
     this.end();
-    this.stopDeadline();
+    this.deadline?.stop();
     this.bdat?.abort();
     super._onCloseEvent(hadError);
   }
@@ -340,28 +319,20 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
   }
 
   inputArrived(bytes: number, lineOpen: boolean): void {
-    // Whole command lines owe nothing: an idle session carries no clock until it is needed.
-    if (!this.clock && !lineOpen) return;
-    (this.clock ??= new InputClock()).input(Date.now(), bytes, lineOpen, this.limits);
-    // An armed timer looks again when it fires (input only moves deadlines later).
-    if (!this.deadlineTimer) this.armDeadline();
+    // Whole command lines owe nothing: an idle session carries no deadline until it is needed.
+    if (!this.deadline && !lineOpen) return;
+    (this.deadline ??= new InputDeadline(this)).input(bytes, lineOpen);
   }
 
   contentEnded(): void {
-    this.clock?.stopContent();
-    this.armDeadline(); // usually: nothing due, so the timer goes rather than wait to fire
+    this.deadline?.contentEnded();
   }
 
-  /** The deadline timer fired: the client is overdue, or a top-up moved the deadline later. */
-  deadlineFired(): void {
-    this.deadlineTimer = null;
-    const due = this.clock?.due(this.limits);
-    if (!due || this._closing) return;
-    if (due.at > Date.now()) return this.armDeadline();
-    const what = due.kind === "command" ? "command timeout exceeded" : due.kind === "rate" ? "data timeout exceeded (content arrives too slowly)" : "data timeout exceeded";
-    this.clock?.stopContent();
+  overdue(kind: Overdue): void {
+    if (this._closing) return;
+    const what = kind === "command" ? "command timeout exceeded" : kind === "rate" ? "data timeout exceeded (content arrives too slowly)" : "data timeout exceeded";
     super.send(421, `4.4.2 ${this.name} Error: ${what}`, false);
-    this.owner?.commandTimedOut(this, due.kind);
+    this.owner?.commandTimedOut(this, kind);
   }
 
   private startBdat(): void {
@@ -392,23 +363,7 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
   }
 
   private startContent(): void {
-    (this.clock ??= new InputClock()).startContent(Date.now(), this.limits);
-    this.armDeadline();
-  }
-
-  private armDeadline(): void {
-    const due = this.clock?.due(this.limits);
-    if (!due) return this.stopDeadline();
-    if (this.deadlineTimer && this.deadlineAt <= due.at) return; // it fires first and looks again
-    this.stopDeadline();
-    this.deadlineAt = due.at;
-    this.deadlineTimer = setTimeout(onDeadline, Math.max(0, due.at - Date.now()), this);
-    this.deadlineTimer.unref();
-  }
-
-  private stopDeadline(): void {
-    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    this.deadlineTimer = null;
+    (this.deadline ??= new InputDeadline(this)).startContent();
   }
 
   /** RFC 2920 3.1 synchronisation; true when the session was closed for it. */
@@ -472,10 +427,6 @@ export class RelayConnection extends SMTPConnection implements StreamOwner {
 
 function greetLater(conn: RelayConnection): void {
   conn.greet();
-}
-
-function onDeadline(conn: RelayConnection): void {
-  conn.deadlineFired();
 }
 
 // `this` is the parser; its connection answers (the library's handler, with our own words).
