@@ -67,13 +67,18 @@ export class Relay {
       : [BINARY, "serve", "--config", configPath];
     const proc = Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe", ...(env ? { env } : {}) });
     const relay = new Relay(proc, dir);
-    const listening = await Promise.race([
-      relay.waitForLog((l) => journalLine(l).msg === "mailraven started", 15_000),
-      relay.exited.then((code) => {
-        throw new Error(`mailraven exited with ${code} before listening: ${relay.stderr}`);
-      }),
-    ]);
-    void listening;
+    try {
+      await Promise.race([
+        relay.waitForLog((l) => journalLine(l).msg === "mailraven started", 15_000),
+        relay.exited.then((code) => {
+          throw new Error(`mailraven exited with ${code} before listening: ${relay.stderr}`);
+        }),
+      ]);
+    } catch (err) {
+      // A relay that never said it started is nobody's to stop: end it here, not leave it running.
+      if (proc.exitCode === null) proc.kill("SIGKILL");
+      throw err;
+    }
     const field = (msg: string) => relay.logs.map(journalLine).find((l) => l.msg === msg);
     relay.port = Number(field("smtp listening")!.port);
     relay.adminPort = Number(field("admin listening")?.port ?? 0);
