@@ -50,10 +50,20 @@ describe("health and metrics", () => {
   test("GET /metrics is valid Prometheus text with the relay's counters", async () => {
     await send("m@origin.test", ["bob@dest.test"], "metrics");
     await waitFor(() => sink.messages.some((m) => m.from === "m@origin.test"), 10_000, "delivery");
-    const res = await relay.admin("GET", "/metrics", null);
-    expect(res.status).toBe(200);
-    expect(res.headers.get("content-type")).toContain("text/plain");
-    const families = parsePrometheus(await res.text());
+    // The delivery thread sends its metric deltas to the registry with its next batch of
+    // messages, a moment after the sink has the mail: the attempt shows up within that moment.
+    const scrape = async () => {
+      const res = await relay.admin("GET", "/metrics", null);
+      expect(res.status).toBe(200);
+      expect(res.headers.get("content-type")).toContain("text/plain");
+      return parsePrometheus(await res.text());
+    };
+    const delivered = (fams: Awaited<ReturnType<typeof scrape>>) =>
+      (fams.find((f) => f.name === "mailraven_delivery_attempts_total")?.metrics as { labels: Record<string, string> }[] | undefined)?.some((m) => m.labels.outcome === "delivered" && m.labels.route === sink.route);
+    const families = await waitFor(async () => {
+      const fams = await scrape();
+      return delivered(fams) ? fams : null;
+    }, 5_000, "the delivered attempt in /metrics");
     const get = (name: string) => families.find((f) => f.name === name);
     const value = (name: string) => Number((get(name)?.metrics[0] as { value?: string } | undefined)?.value);
     expect(value("mailraven_messages_accepted_total")).toBeGreaterThanOrEqual(1);
