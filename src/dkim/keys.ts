@@ -18,7 +18,7 @@
 // before its record is in DNS fails at every receiver, so a rotation never switches by itself.
 
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { chmodSync, chownSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { domainToASCII } from "node:url";
 import { fsyncPath } from "../fsync.ts";
@@ -56,8 +56,6 @@ export interface TxtRecord {
 export interface GenerateOptions {
   /** Replace keys that exist for this selector (the default refuses to). */
   readonly force?: boolean;
-  /** Who should own what is created (a root-run command hands the files to the relay's user). */
-  readonly owner?: { readonly uid: number; readonly gid: number } | null;
 }
 
 export interface GenerateResult {
@@ -121,18 +119,18 @@ export function generateKeys(dir: string, domain: string, selector: string, kind
     throw new DkimKeyError(`${existing.map((k) => join(domainDir, keyFile(selector, k))).join(" and ")} already exist${existing.length === 1 ? "s" : ""}: choose another selector, or replace with --force`);
   }
 
-  ensureDir(dir, opts.owner);
-  ensureDir(domainDir, opts.owner);
+  ensureDir(dir);
+  ensureDir(domainDir);
   const records: TxtRecord[] = [];
   for (const kind of kinds) {
     const { privateKey, publicKey } = kind === "rsa" ? generateKeyPairSync("rsa", { modulusLength: 2048 }) : generateKeyPairSync("ed25519");
-    writePrivate(domainDir, keyFile(selector, kind), privateKey.export({ type: "pkcs8", format: "pem" }).toString(), !!opts.force, opts.owner);
+    writePrivate(domainDir, keyFile(selector, kind), privateKey.export({ type: "pkcs8", format: "pem" }).toString(), !!opts.force);
     records.push(txtRecord(d, selector, kind, publicKey));
   }
 
   let activeSelector = readSelector(domainDir);
   if (activeSelector === null) {
-    writePrivate(domainDir, SELECTOR_FILE, `${selector}\n`, true, opts.owner);
+    writePrivate(domainDir, SELECTOR_FILE, `${selector}\n`, true);
     activeSelector = selector;
   }
   fsyncPath(domainDir);
@@ -140,14 +138,14 @@ export function generateKeys(dir: string, domain: string, selector: string, kind
 }
 
 /** Makes a selector whose keys exist the one that signs the domain's mail. */
-export function activateSelector(dir: string, domain: string, selector: string, owner?: GenerateOptions["owner"]): DkimKeys {
+export function activateSelector(dir: string, domain: string, selector: string): DkimKeys {
   const d = storeDomain(domain);
   if (!d) throw new DkimKeyError(`"${domain}" is not a domain name`);
   if (!validSelector(selector)) throw new DkimKeyError(`"${selector}" is not a usable selector`);
   const domainDir = join(dir, d);
   const keys = readKeys(domainDir, d, selector);
   if (keys.keys.length === 0) throw new DkimKeyError(`no keys for selector ${selector} in ${domainDir}; generate them first with mailraven dkim keygen ${d} --selector ${selector}`);
-  writePrivate(domainDir, SELECTOR_FILE, `${selector}\n`, true, owner);
+  writePrivate(domainDir, SELECTOR_FILE, `${selector}\n`, true);
   fsyncPath(domainDir);
   return keys;
 }
@@ -293,10 +291,9 @@ function readKeys(domainDir: string, domain: string, selector: string): DkimKeys
   return { domain, selector, keys };
 }
 
-function ensureDir(path: string, owner: GenerateOptions["owner"]): void {
-  const made = mkdirSync(path, { recursive: true, mode: 0o700 }) !== undefined;
+function ensureDir(path: string): void {
+  mkdirSync(path, { recursive: true, mode: 0o700 });
   chmodSync(path, 0o700);
-  if (made && owner) chownSync(path, owner.uid, owner.gid);
 }
 
 /**
@@ -304,7 +301,7 @@ function ensureDir(path: string, owner: GenerateOptions["owner"]): void {
  * rename when replacing is allowed, else by link(), which fails if the name exists, so a key
  * that appeared meanwhile is not overwritten either.
  */
-function writePrivate(dir: string, name: string, content: string, replace: boolean, owner: GenerateOptions["owner"]): void {
+function writePrivate(dir: string, name: string, content: string, replace: boolean): void {
   const tmp = join(dir, `.${name}.${process.pid}.tmp`);
   const fd = openSync(tmp, "w", 0o600);
   try {
@@ -314,7 +311,6 @@ function writePrivate(dir: string, name: string, content: string, replace: boole
     closeSync(fd);
   }
   chmodSync(tmp, 0o600);
-  if (owner) chownSync(tmp, owner.uid, owner.gid);
   const target = join(dir, name);
   if (replace) {
     renameSync(tmp, target);

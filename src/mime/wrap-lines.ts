@@ -34,8 +34,6 @@ export class LineWrapper {
   private lineLength = 0;
   /** A CR ended the last chunk; whether it ends a line depends on the next octet. */
   private heldCr = false;
-  /** Lines broken or folded so far. */
-  breaks = 0;
 
   push(input: Uint8Array): Buffer[] {
     let chunk = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
@@ -114,7 +112,6 @@ export class LineWrapper {
           break;
         }
       }
-      this.breaks++;
       if (at !== -1) {
         out.push(line.subarray(0, at), CRLF);
         this.line = line.subarray(at);
@@ -143,7 +140,6 @@ export class LineWrapper {
     while (this.lineLength + (contentEnd - from) > MAX_LINE) {
       const cut = charBoundary(chunk, from, from + (MAX_LINE - this.lineLength));
       out.push(chunk.subarray(from, cut), CRLF);
-      this.breaks++;
       this.lineLength = 0;
       from = cut;
     }

@@ -30,8 +30,6 @@ export class BdatTransfer {
   /** The chunk being read is the last one (or the message is over the limit). */
   ending = false;
   outcome: Outcome | null = null;
-  /** Waiting for the onData hook after the last chunk. */
-  waiting = false;
 
   constructor(readonly maxSize: number) {
     const stream = new PassThrough() as unknown as SMTPServerDataStream;
@@ -58,7 +56,6 @@ export class BdatTransfer {
   end(): void {
     this.stream.byteLength = this.received;
     this.stream.sizeExceeded = this.oversize;
-    this.waiting = true;
     this.stream.end();
   }
 

@@ -46,10 +46,6 @@ export class InputClock {
     this.contentSince = 0;
   }
 
-  get inContent(): boolean {
-    return this.contentSince !== 0;
-  }
-
   /** The earliest deadline running, or null when the client owes nothing. */
   due(limits: ClockLimits): { at: number; kind: Overdue } | null {
     if (this.contentSince) {
