@@ -103,3 +103,12 @@ function errorReplacer(_key: string, value: unknown): unknown {
   if (typeof value === "bigint") return value.toString();
   return value;
 }
+
+/**
+ * A bug in one session or one delivery must not take the relay down: log it and carry on.
+ * `where` names the thread in the message (" in the delivery thread"; empty on the SMTP thread).
+ */
+export function installCrashGuards(log: Logger, where = ""): void {
+  process.on("uncaughtException", (err) => log.error(`uncaught exception${where}`, { error: err, stack: err.stack }));
+  process.on("unhandledRejection", (err) => log.error(`unhandled rejection${where}`, { error: err }));
+}

@@ -20,7 +20,7 @@ import { UserError } from "./users/store.ts";
 import { effectiveConfig } from "./config/display.ts";
 import { DEFAULT_CONFIG_PATH, loadConfig, type ConfigSource } from "./config/load.ts";
 import { ConfigErrors } from "./config/reader.ts";
-import { createLogger, isJournalStream, stdoutWriter, type Logger } from "./log.ts";
+import { createLogger, installCrashGuards, isJournalStream, stdoutWriter } from "./log.ts";
 import { serve } from "./serve.ts";
 import { runSink } from "./sink.ts";
 import { StateLocked } from "./state-lock.ts";
@@ -148,12 +148,6 @@ function splitHostPort(text: string): [string, number] {
   const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(text);
   if (!m) throw new ConfigErrors([`--listen: expected HOST:PORT such as 127.0.0.1:2526, found "${text}"`]);
   return [m[1]!, Number(m[2])];
-}
-
-/** A bug in one session must not take the relay down: log it and carry on. */
-function installCrashGuards(log: Logger): void {
-  process.on("uncaughtException", (err) => log.error("uncaught exception", { error: err, stack: err.stack }));
-  process.on("unhandledRejection", (err) => log.error("unhandled rejection", { error: err }));
 }
 
 /** On the journal, every line of a failure to start is filed as an error (see log.ts). */

@@ -71,8 +71,8 @@ function withAcme(config: Config, files: ListenerTls, acme: TlsMaterial | null):
 }
 
 /** The DNS names a certificate is good for (subjectAltName, or the CN without one). */
-export function certificateNames(pem: Buffer | string): string[] {
-  const cert = new X509Certificate(pem);
+export function certificateNames(certificate: Buffer | string | X509Certificate): string[] {
+  const cert = certificate instanceof X509Certificate ? certificate : new X509Certificate(certificate);
   const san = (cert.subjectAltName ?? "").split(/,\s*/).filter((s) => s.startsWith("DNS:")).map((s) => s.slice(4).toLowerCase());
   if (san.length) return san;
   const cn = /CN=([^,\n]+)/.exec(cert.subject)?.[1];

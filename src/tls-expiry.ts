@@ -6,7 +6,7 @@
 import { X509Certificate } from "node:crypto";
 import { Gauge } from "prom-client";
 import type { Metrics } from "./metrics.ts";
-import type { Runtime, TlsMaterial } from "./runtime.ts";
+import { certificateNames, type Runtime, type TlsMaterial } from "./runtime.ts";
 
 /** The certificates in use, by listener. */
 function served(rt: Runtime): { listener: string; material: TlsMaterial }[] {
@@ -25,8 +25,7 @@ export function registerCertificateExpiry(metrics: Metrics, runtime: () => Runti
     if (!parsed.has(cert)) {
       try {
         const x = new X509Certificate(cert);
-        const name = /DNS:([^,\s]+)/.exec(x.subjectAltName ?? "")?.[1] ?? /CN=([^,\n]+)/.exec(x.subject)?.[1] ?? "";
-        parsed.set(cert, { name: name.toLowerCase(), notAfter: Date.parse(x.validTo) / 1000 });
+        parsed.set(cert, { name: certificateNames(x)[0] ?? "", notAfter: Date.parse(x.validTo) / 1000 });
       } catch {
         parsed.set(cert, null);
       }

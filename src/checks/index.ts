@@ -56,9 +56,11 @@ export function pipelineServices(state: PolicyState, users: UserStore | null, me
   // lru-cache allocates its whole capacity up front (megabytes each): a cache is made the
   // first time a configured check asks for it, never for checks that are off.
   const dnsbl = once(dnsblCache);
-  const greylist = once(greylistCache);
-  // Triplets removed here or on another node must not live on in memory.
-  state.onGreylistChange(() => greylist().clear());
+  let greylistMade: ReturnType<typeof greylistCache> | null = null;
+  const greylist = () => (greylistMade ??= greylistCache());
+  // Triplets removed here or on another node must not live on in memory (a cache not made yet
+  // holds none: a change notice does not make it).
+  state.onGreylistChange(() => greylistMade?.clear());
   assertProbeCompatible();
   const verifier = new RecipientVerifier({
     cache: state,

@@ -72,6 +72,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
     return hp?.port === undefined ? r.fail(path, 'an address such as "0.0.0.0:80" or "[::]:80"', text) : { host: hp.host, port: hp.port };
   });
   checkAcmePrecedence(r, acme, smtpObj.tls);
+  const maxMessageSize = r.size(smtpObj, "max_message_size", "smtp", 25 * 1024 * 1024, 1024);
 
   const config: Config = {
     hostname: hostname.toLowerCase(),
@@ -83,7 +84,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       maxConnectionsPerIp: r.int(smtpObj, "max_connections_per_ip", "smtp", 10, 1, 100_000),
       idleTimeoutMs: r.duration(smtpObj, "idle_timeout", "smtp", 300_000, 1000),
       commandTimeoutMs: r.duration(smtpObj, "command_timeout", "smtp", 30_000, 1000),
-      maxMessageSize: r.size(smtpObj, "max_message_size", "smtp", 25 * 1024 * 1024, 1024),
+      maxMessageSize,
       maxRecipients: r.int(smtpObj, "max_recipients", "smtp", 100, 1, 100_000),
       // RFC 5321 4.5.3.1.4 allows 512 octets per command; extensions (SIZE, SMTPUTF8, DSN) need more room.
       maxLineLength: r.int(smtpObj, "max_line_length", "smtp", 2048, 512, 1_048_576),
@@ -110,7 +111,7 @@ export function parseConfig(doc: unknown, env: ParseEnv = { cwd: process.cwd() }
       inlineMaxSize: r.size(queueObj, "inline_max_size", "queue", 128 * 1024, 0),
       // Postfix's delay_warning_time, on by default here: senders hear of mail stuck for hours.
       delayWarningMs: r.duration(queueObj, "delay_warning", "queue", 4 * 3_600_000),
-      minFreeSpace: minFreeSpace(r, queueObj, smtpObj),
+      minFreeSpace: minFreeSpace(r, queueObj, maxMessageSize),
     },
     delivery: {
       // Postfix's default_destination_concurrency_limit.

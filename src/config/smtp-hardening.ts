@@ -2,7 +2,6 @@
 // limit and stress mode, plus queue.min_free_space. Each maps to the Postfix setting named in
 // its comment, with Postfix's default where there is one.
 
-import { parseSize } from "../units.ts";
 import type { Obj, Reader } from "./reader.ts";
 import type { SmtpConfig } from "./types.ts";
 
@@ -34,8 +33,6 @@ export function smtpHardening(r: Reader, smtp: Obj): Hardening {
 }
 
 /** Default: four messages of the largest size (Postfix insists on at least 1.5). */
-export function minFreeSpace(r: Reader, queue: Obj, smtp: Obj): number {
-  const raw = smtp.max_message_size;
-  const maxMessage = (typeof raw === "string" || typeof raw === "number" ? parseSize(raw) : undefined) ?? 25 * 1024 * 1024;
-  return r.size(queue, "min_free_space", "queue", 4 * maxMessage, 0);
+export function minFreeSpace(r: Reader, queue: Obj, maxMessageSize: number): number {
+  return r.size(queue, "min_free_space", "queue", 4 * maxMessageSize, 0);
 }

@@ -9,7 +9,7 @@
 
 import type { Database } from "bun:sqlite";
 import type { Config } from "../config/types.ts";
-import { createLogger, linesTo, type Logger } from "../log.ts";
+import { createLogger, installCrashGuards, linesTo } from "../log.ts";
 import { QueueReader } from "../queue/reader.ts";
 import { MetricDeltas } from "./thread-metrics.ts";
 import { Outbox, type ToHost, type ToThread } from "./thread-protocol.ts";
@@ -63,7 +63,7 @@ function handle(m: ToThread): void {
 function start(initial: Config, wakeFlag: Int32Array): void {
   config = initial;
   const log = createLogger(initial.logLevel, linesTo(process.env.JOURNAL_STREAM, (text) => ((logText += text), outbox.schedule())));
-  installCrashGuards(log);
+  installCrashGuards(log, " in the delivery thread");
   const opened = QueueReader.open(initial.stateDir);
   db = opened.db;
   queue = new ThreadQueue(opened.reader, outbox);
@@ -81,10 +81,4 @@ async function stop(): Promise<void> {
   db = null;
   outbox.send({ t: "stopped" });
   outbox.flush();
-}
-
-/** As on the SMTP thread (main.ts): a bug in one delivery must not end the others. */
-function installCrashGuards(log: Logger): void {
-  process.on("uncaughtException", (err) => log.error("uncaught exception in the delivery thread", { error: err, stack: err.stack }));
-  process.on("unhandledRejection", (err) => log.error("unhandled rejection in the delivery thread", { error: err }));
 }

@@ -2,8 +2,11 @@
 // bytes the client sent, before anything decodes them: smtp-server reads the command as
 // UTF-8 (an invalid sequence becomes U+FFFD and passes) and splits the local part at "@"
 // without looking at quotes. The rest of the syntax (dots, domain labels) is its job.
+// UTF-8 validity: RFC 3629 section 3 forbids overlong forms, the surrogate range and code
+// points above U+10FFFF, and a sequence cut short is no character at all; node:buffer's
+// isUtf8 (native in Bun) refuses exactly those.
 
-import { isAscii, isValidUtf8 } from "./utf8.ts";
+import { isAscii, isUtf8 } from "node:buffer";
 
 export type MailboxProblem =
   /** Not UTF-8 at all: overlong, surrogate, above U+10FFFF or truncated. */
@@ -24,7 +27,7 @@ const AT = 0x40;
  * fine. A mailbox without "@" (RCPT TO:<postmaster>) has only its bytes checked.
  */
 export function mailboxProblem(mailbox: Uint8Array, smtputf8: boolean): MailboxProblem | null {
-  if (!isValidUtf8(mailbox)) return "invalid-utf8";
+  if (!isUtf8(mailbox)) return "invalid-utf8";
   if (!smtputf8 && !isAscii(mailbox)) return "non-ascii";
   if (mailbox[0] === DQUOTE) {
     const end = quotedStringEnd(mailbox);

@@ -28,7 +28,7 @@ import { SLOW_OP_MS, type RedisLink } from "./redis-link.ts";
 import { parseCidr } from "../net/cidr.ts";
 import { SharedBlocklist } from "./redis-blocklist.ts";
 import { COUNT, GREYLIST_NEW, GREYLIST_PASS, run, SWEEP_INDEX, TAKE } from "./scripts.ts";
-import type { Bucket, GreylistLookup, Maybe, PolicyState } from "./types.ts";
+import { whenReady, type Bucket, type GreylistLookup, type Maybe, type PolicyState } from "./types.ts";
 
 const CONNECTION_WINDOW_MS = 60_000;
 const SWEEP_CHUNK = 500;
@@ -163,7 +163,7 @@ export class RedisState implements PolicyState {
       SLOW_OP_MS,
     );
     const forget = (n: number) => (this.greylistChanged(), n);
-    return removed instanceof Promise ? removed.then(forget) : forget(removed);
+    return whenReady(removed, forget);
   }
 
   onGreylistChange(listener: () => void): void {

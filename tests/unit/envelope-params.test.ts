@@ -4,7 +4,6 @@ import { describe, expect, test } from "bun:test";
 import { checkMail, checkRcpt } from "../../src/smtp/envelope-params.ts";
 import { mailboxProblem } from "../../src/mail/mailbox-syntax.ts";
 import { decodeXtext, isXtext } from "../../src/mail/xtext.ts";
-import { isValidUtf8 } from "../../src/mail/utf8.ts";
 
 const line = (s: string | number[]) => (typeof s === "string" ? Buffer.from(s, "latin1") : Buffer.from(s));
 const mail = (s: string, auth = false) => checkMail(line(s), { maxSize: 1000, auth, dsn: true });
@@ -122,8 +121,10 @@ describe("primitives", () => {
     expect(decodeXtext("rfc822;bob+40b.test")).toBe("rfc822;bob@b.test");
   });
   test("UTF-8", () => {
-    expect(isValidUtf8(Buffer.from("jörg", "utf8"))).toBe(true);
-    expect(isValidUtf8(Buffer.from([0xc0, 0x80]))).toBe(false);
+    expect(mailboxProblem(Buffer.from("jörg@b.test", "utf8"), true)).toBeNull();
+    for (const bad of [[0xc0, 0x80], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xe2, 0x82]]) {
+      expect(mailboxProblem(Buffer.from([0x61, ...bad, 0x40, 0x62]), true)).toBe("invalid-utf8");
+    }
   });
   test("mailboxProblem", () => {
     expect(mailboxProblem(Buffer.from('""@b.test'), false)).toBeNull();
