@@ -10,10 +10,10 @@
 
 import { isAscii } from "node:buffer";
 import { createReadStream } from "node:fs";
-import { pipeline, Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { encodeXText } from "nodemailer/lib/shared";
-import { isPermanentConversionFailure, sevenBit, type SevenBitStream } from "../mime/seven-bit.ts";
-import { lineWrapStream, wrapBytes } from "../mime/wrap-lines.ts";
+import { hopSafe } from "../mime/hop-safe.ts";
+import { isPermanentConversionFailure } from "../mime/seven-bit.ts";
 import type { DueRecipient, StoredBody } from "../queue/store.ts";
 import type { EsmtpParams, HopExtensions } from "./esmtp-params.ts";
 import type { RecipientResult } from "./result.ts";
@@ -64,19 +64,11 @@ export async function outgoing(stored: StoredBody, recipients: readonly DueRecip
     }
   }
   const params = { mail, rcpt };
-  const convert = eightBit && !hop.eightBitMime;
-  let body = storedStream(stored);
-  let conversion: SevenBitStream | null = null;
-  if (convert) {
-    conversion = await sevenBit(body instanceof Uint8Array ? Readable.from([body]) : body);
-    body = conversion.stream;
-  }
-  if (longLines) body = body instanceof Uint8Array ? wrapBytes(body) : pipeline(body, lineWrapStream(), () => {});
-  return { body, params, settle: (results) => settle(results, conversion) };
+  const { body, failure } = await hopSafe(storedStream(stored), { eightBit: eightBit && !hop.eightBitMime, longLines });
+  return { body, params, settle: (results) => settle(results, failure()) };
 }
 
-function settle(results: RecipientResult[], conversion: SevenBitStream | null): RecipientResult[] {
-  const failure = conversion?.failure();
+function settle(results: RecipientResult[], failure: Error | null): RecipientResult[] {
   if (!failure || results.every((r) => r.kind === "ok")) return results;
   const result: RecipientResult = isPermanentConversionFailure(failure)
     ? { kind: "permanent", response: `5.6.5 Conversion to 7bit for a next hop without 8BITMIME failed: ${failure.message}` }

@@ -9,10 +9,9 @@
 // name when it is large, renamed to the queue id once it is durable.
 
 import { renameSync } from "node:fs";
-import { pipeline, Readable } from "node:stream";
+import type { Readable } from "node:stream";
+import { hopSafe } from "../mime/hop-safe.ts";
 import { shapeOf } from "../mime/scan.ts";
-import { sevenBit } from "../mime/seven-bit.ts";
-import { lineWrapStream, wrapBytes } from "../mime/wrap-lines.ts";
 import type { Spool } from "../queue/spool.ts";
 import { BodyCollector } from "./body.ts";
 
@@ -52,15 +51,7 @@ class RenamedCollector extends BodyCollector {
  * original). On success the original is discarded.
  */
 export async function signableCopy(body: BodyCollector, spool: Spool, id: string, inlineMax: number, maxSize: number): Promise<BodyCollector | null> {
-  const shape = body.scan.shape;
-  let stream: Readable = body.message() as Readable;
-  let failure: () => Error | null = () => null;
-  if (shape.eightBit) {
-    const converted = await sevenBit(stream);
-    stream = converted.stream;
-    failure = converted.failure;
-  }
-  if (shape.longLines) stream = pipeline(stream, lineWrapStream(), () => {});
+  const { body: stream, failure } = await hopSafe(body.message() as Readable, body.scan.shape);
   // Quoted-printable can triple the size of 8-bit text; past that something is wrong.
   const copy = new RenamedCollector(spool, `${id}.signable`, id, inlineMax, maxSize * 4);
   try {
@@ -78,17 +69,14 @@ export async function signableCopy(body: BodyCollector, spool: Spool, id: string
 
 /** The same for a message whole in memory (the send API): the bytes as they are when nothing needs doing or the conversion failed. */
 export async function signableBytes(bytes: Buffer): Promise<Buffer> {
-  const shape = shapeOf(bytes);
-  let out = bytes;
-  if (shape.eightBit) {
-    const converted = await sevenBit(Readable.from([bytes]));
-    const chunks: Buffer[] = [];
-    try {
-      for await (const c of converted.stream) chunks.push(c as Buffer);
-    } catch {
-      return bytes;
-    }
-    out = Buffer.concat(chunks);
+  const { body } = await hopSafe(bytes, shapeOf(bytes));
+  // Nothing to do, or only lines to wrap (wrapBytes gives a Buffer): no stream to read.
+  if (body instanceof Uint8Array) return Buffer.isBuffer(body) ? body : Buffer.from(body);
+  const chunks: Buffer[] = [];
+  try {
+    for await (const c of body) chunks.push(c as Buffer);
+  } catch {
+    return bytes;
   }
-  return shape.longLines ? wrapBytes(out) : out;
+  return Buffer.concat(chunks);
 }
