@@ -98,11 +98,11 @@ export async function composeJson(body: Record<string, unknown>, maxSize: number
 /** A raw RFC 5322 message with its envelope given separately (the headers are not trusted for it). */
 export function composeRaw(raw: Buffer, envelope: { from?: unknown; to?: unknown }, maxSize: number): Composed {
   if (raw.length > maxSize) throw new RequestError(413, "too_large", `the message is ${raw.length} bytes; the limit is ${maxSize}`);
-  if (/(?<!\r)\n|\r(?!\n)/.test(raw.toString("latin1"))) throw new RequestError(400, "bare_newline", "lines must end with CRLF");
+  const text = raw.toString("latin1");
+  if (/(?<!\r)\n|\r(?!\n)/.test(text)) throw new RequestError(400, "bare_newline", "lines must end with CRLF");
   const from = addressList(envelope.from, "envelope.from");
   const to = addressList(envelope.to, "envelope.to");
   if (from.length !== 1 || to.length === 0) throw new RequestError(400, "bad_envelope", "give envelope.from (one address) and envelope.to (at least one)");
-  const text = raw.toString("latin1");
   const end = text.indexOf("\r\n\r\n");
   const { all } = originators(end === -1 ? text : text.slice(0, end + 2));
   return { envelope: { from: bare(from[0]!), to: to.map(bare) }, fromHeader: all, raw };

@@ -81,6 +81,13 @@ export function anyContains(cidrs: readonly Cidr[], ip: string): boolean {
   return parsed !== undefined && cidrs.some((c) => holds(c, parsed));
 }
 
+/** The first of `ranges` whose network holds `ip` and that `keep` accepts; the address is parsed once. */
+export function firstContaining<T extends { readonly cidr: Cidr }>(ranges: readonly T[], ip: string, keep: (range: T) => boolean): T | undefined {
+  if (ranges.length === 0) return undefined;
+  const parsed = parseIp(ip);
+  return parsed === undefined ? undefined : ranges.find((r) => keep(r) && holds(r.cidr, parsed));
+}
+
 /**
  * The IPv4 address an IPv6 address carries, for checks that must not be bypassed by writing
  * an IPv4 destination in IPv6 form: IPv4-compatible ::a.b.c.d (RFC 4291 2.5.5.1, deprecated;

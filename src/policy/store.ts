@@ -8,7 +8,7 @@
 import type { Database } from "bun:sqlite";
 import { openDatabase } from "../sqlite.ts";
 import { join } from "node:path";
-import { parseCidr, type Cidr } from "../net/cidr.ts";
+import { firstContaining, parseCidr, type Cidr } from "../net/cidr.ts";
 
 export interface GreylistEntry {
   readonly network: string;
@@ -177,12 +177,12 @@ export class PolicyStore {
   }
 
   blocklist(now: number): BlockEntry[] {
-    return this.blocks.filter((b) => b.entry.expiresAt === null || b.entry.expiresAt > now).map((b) => b.entry);
+    return activeBlocks(this.blocks, now);
   }
 
   /** The active blocklist entry covering `ip`, if any. */
-  blocked(ip: string, now: number, contains: (cidr: Cidr, ip: string) => boolean): BlockEntry | null {
-    return this.blocks.find((b) => (b.entry.expiresAt === null || b.entry.expiresAt > now) && contains(b.cidr, ip))?.entry ?? null;
+  blocked(ip: string, now: number): BlockEntry | null {
+    return blockCovering(this.blocks, ip, now);
   }
 
   block(cidr: string, reason: string, now: number, expiresAt: number | null): BlockEntry {
@@ -220,4 +220,19 @@ export class PolicyStore {
       return cidr ? [{ cidr, entry: { cidr: r.cidr, reason: r.reason, createdAt: r.created_at, expiresAt: r.expires_at } }] : [];
     });
   }
+}
+
+/** A blocklist with its networks parsed, as this store and the cluster's copy keep it. */
+export type ParsedBlocks = readonly { readonly cidr: Cidr; readonly entry: BlockEntry }[];
+
+const unexpired = (entry: BlockEntry, now: number): boolean => entry.expiresAt === null || entry.expiresAt > now;
+
+/** The entries not expired at `now`. */
+export function activeBlocks(blocks: ParsedBlocks, now: number): BlockEntry[] {
+  return blocks.filter((b) => unexpired(b.entry, now)).map((b) => b.entry);
+}
+
+/** The unexpired entry covering `ip`, if any (runs for every connection). */
+export function blockCovering(blocks: ParsedBlocks, ip: string, now: number): BlockEntry | null {
+  return firstContaining(blocks, ip, (b) => unexpired(b.entry, now))?.entry ?? null;
 }

@@ -5,7 +5,6 @@
 
 import { LRUCache } from "lru-cache";
 import { take, type Buckets } from "./token-bucket.ts";
-import { cidrContains } from "../net/cidr.ts";
 import type { BlockEntry, GreylistEntry, PolicyStore, VerifyEntry } from "../policy/store.ts";
 import type { Bucket, GreylistLookup, PolicyState } from "./types.ts";
 
@@ -83,7 +82,7 @@ export class LocalState implements PolicyState {
   }
 
   blocked(ip: string, now: number): BlockEntry | null {
-    return this.store.blocked(ip, now, cidrContains);
+    return this.store.blocked(ip, now);
   }
 
   blocklist(now: number): BlockEntry[] {

@@ -4,8 +4,8 @@
 // compares the version every refresh_interval, for announcements it missed.
 
 import type { RedisClient } from "bun";
-import { cidrContains, parseCidr, type Cidr } from "../net/cidr.ts";
-import type { BlockEntry } from "../policy/store.ts";
+import { parseCidr, type Cidr } from "../net/cidr.ts";
+import { activeBlocks, blockCovering, type BlockEntry } from "../policy/store.ts";
 
 export class SharedBlocklist {
   private entries: { cidr: Cidr; entry: BlockEntry }[] = [];
@@ -17,11 +17,11 @@ export class SharedBlocklist {
   ) {}
 
   blocked(ip: string, now: number): BlockEntry | null {
-    return this.entries.find((b) => (b.entry.expiresAt === null || b.entry.expiresAt > now) && cidrContains(b.cidr, ip))?.entry ?? null;
+    return blockCovering(this.entries, ip, now);
   }
 
   list(now: number): BlockEntry[] {
-    return this.entries.filter((b) => b.entry.expiresAt === null || b.entry.expiresAt > now).map((b) => b.entry);
+    return activeBlocks(this.entries, now);
   }
 
   /** Adds or replaces an entry; the caller announces the change. */
